@@ -13,10 +13,12 @@ config is an error instead of being ignored.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
+import yaml
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from .errors import ConfigError
@@ -76,7 +78,28 @@ def structure_config(data: Any, cls: type[T], *, what: str = "config") -> T:
     try:
         return converter.structure(data, cls)
     except Exception as exc:  # cattrs raises ClassValidationError, or a plain error
-        messages = cattrs.transform_error(exc, path="$") if isinstance(
-            exc, cattrs.BaseValidationError
-        ) else [f"{exc} @ $"]
+        if isinstance(exc, cattrs.BaseValidationError):
+            messages = cattrs.transform_error(exc, path="$", format_exception=_format_exception)
+        else:
+            messages = [f"{exc} @ $"]
+        # cattrs names attributes by their Python names; users wrote the camelCase keys
+        messages = [_PATH_RE.sub(lambda m: "." + camel(m.group(1)), msg) for msg in messages]
         raise ConfigError(f"invalid {what}: " + "; ".join(messages)) from exc
+
+
+_PATH_RE = re.compile(r"\.([a-z][a-z0-9_]*)(?=[.\[]|$)")
+
+
+def _format_exception(exc: BaseException, type: type | None) -> str:
+    if isinstance(exc, ValueError) and type is None:
+        return str(exc)  # a validator's own message
+    return cattrs.v.format_exception(exc, type)
+
+
+def structure_options(options: Mapping[str, Any], cls: type[T], *, backend: str) -> T:
+    """Decode backend options: strings from flags or env are read as YAML scalars first."""
+    parsed = {
+        camel(k.replace("-", "_")): yaml.safe_load(v) if isinstance(v, str) and v != "" else v
+        for k, v in options.items()
+    }
+    return structure_config(parsed, cls, what=f"options of backend {backend}")

@@ -48,5 +48,9 @@ class TransientApiError(ClaimError):
     """The Kubernetes API failed in a way that a retry may fix (unreachable, 5xx, 429)."""
 
 
+class StateError(ClaimError):
+    """The plugin's own state (checkpoint, CDI spec directory) could not be read or written."""
+
+
 class SetupError(DraError):
     """The plugin cannot start: bad flags, unknown backend, unusable directories."""

@@ -58,6 +58,9 @@ def dra_setup(settings: BackendSettings) -> None:
 def dra_driver_info() -> DriverInfo:
     """Return the driver name and CDI vendor/class.  Required; called once after ``dra_setup``.
 
+    It must also answer before ``dra_setup`` (with the default driver name, without touching
+    hardware): ``dra-framework backends`` lists installed backends that way.
+
     The driver name is a DNS subdomain of at most 63 characters (``gpu.example.com``).  It is the
     ``spec.driver`` of the backend's ResourceSlices and names its kubelet sockets.
     """
@@ -113,8 +116,9 @@ def dra_unprepare_claim(claim: ClaimRef, devices: Sequence[PreparedDevice]) -> N
 def dra_device_health() -> Sequence[DeviceHealth] | None:
     """Return the current health of every device, or ``None`` when health is not known.
 
-    Optional: only when some backend implements it does the plugin serve
-    ``v1alpha1.DRAResourceHealth``.  Called about once a second; it must not block.
+    Optional: the plugin serves ``v1alpha1.DRAResourceHealth`` only when the backend implements
+    it and its first answer, right after ``dra_setup``, is not ``None``.  Then it is called about
+    once a second; it must not block.
     """
 
 

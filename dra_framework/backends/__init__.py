@@ -1,0 +1,1 @@
+"""Backends shipped with the core distribution (registered through entry points like any other)."""

@@ -1,0 +1,236 @@
+"""The reference backend ``example``: simulated accelerators, no hardware needed.
+
+It is what the core's tests use and what someone tries the framework with before they have
+hardware, so it exercises every part of the backend contract:
+
+* inventory — ``devices`` simulated GPUs ``gpu-0`` … with string, int, bool and version
+  attributes (one of them fully qualified) and ``memory`` / ``cores`` capacity; even devices are
+  model ``Example-X100`` with 80Gi, odd ones ``Example-X50`` with 40Gi;
+* opaque config — ``GpuClassConfig`` (for DeviceClasses) and ``GpuConfig`` (for claims), typed
+  attrs models decoded strictly (unknown keys and bad values are refused, naming the field);
+* prepare — per device, an environment variable, a device node (``/dev/dra-example/<device>``
+  backed by the host's ``/dev/null``, so a real runtime can inject it) and the effective config as
+  environment; the "hardware setup" is a file per prepared device under the backend's state dir,
+  so tests can see what a crash leaked and what roll-back removed;
+* health — every device healthy unless a file ``unhealthy/<device>`` exists in the state dir.
+
+Options (``--backend-option example.KEY=VALUE``): ``driver_name`` (default
+``gpu.example.com``), ``devices`` (default 8), ``prepare_delay`` seconds (default 0), ``health``
+(default true).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from ..convert import structure_config, structure_options
+from ..errors import BackendError, ConfigError
+from ..hookspecs import hookimpl
+from ..models import (
+    AllocatedDevice,
+    BackendSettings,
+    ClaimRef,
+    ContainerEdits,
+    Device,
+    DeviceHealth,
+    DeviceNode,
+    DriverInfo,
+    HealthStatus,
+    PreparedDevice,
+    Version,
+)
+
+DEFAULT_DRIVER = "gpu.example.com"
+
+
+@attrs.frozen
+class ExampleOptions:
+    driver_name: str = DEFAULT_DRIVER
+    devices: int = attrs.field(default=8)
+    prepare_delay: float = 0.0
+    health: bool = True
+
+    @devices.validator
+    def _check_devices(self, _: attrs.Attribute[int], value: int) -> None:
+        if not 0 <= value <= 4096:
+            raise ValueError("devices must be between 0 and 4096")
+
+
+@attrs.frozen
+class TimeSlicing:
+    interval: Literal["Default", "Short", "Medium", "Long"] = "Default"
+
+
+@attrs.frozen
+class SpacePartitioning:
+    partition_count: int = 1
+
+
+@attrs.frozen
+class Sharing:
+    strategy: Literal["TimeSlicing", "SpacePartitioning"]
+    time_slicing: TimeSlicing | None = None
+    space_partitioning: SpacePartitioning | None = None
+
+
+@attrs.frozen
+class GpuConfig:
+    """Claim config: ``{"apiVersion": "<driver>/v1", "kind": "GpuConfig", "sharing": …}``."""
+
+    api_version: str
+    kind: Literal["GpuConfig"]
+    sharing: Sharing | None = None
+
+
+@attrs.frozen
+class GpuClassConfig:
+    """Class config: compute mode and default time slice of every device of the class."""
+
+    api_version: str
+    kind: Literal["GpuClassConfig"]
+    default_compute_mode: Literal["Shared", "Exclusive"] = "Exclusive"
+    time_slice_millis: int = 0
+
+
+_KINDS: dict[str, type[Any]] = {"GpuConfig": GpuConfig, "GpuClassConfig": GpuClassConfig}
+
+
+def _check_ranges(config: Any) -> None:
+    if isinstance(config, GpuClassConfig) and not 0 <= config.time_slice_millis <= 10_000:
+        raise ConfigError("must be between 0 and 10000", path="$.timeSliceMillis")
+    if isinstance(config, GpuConfig) and config.sharing is not None:
+        part = config.sharing.space_partitioning
+        if part is not None and not 1 <= part.partition_count <= 8:
+            raise ConfigError("must be between 1 and 8",
+                              path="$.sharing.spacePartitioning.partitionCount")
+
+
+def _env_name(device: str) -> str:
+    return device.upper().replace("-", "_").replace(".", "_")
+
+
+class ExampleBackend:
+    """Simulated GPUs; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.options = ExampleOptions()
+        self.node_name = ""
+        self.state_dir = Path(".")
+
+    @hookimpl
+    def dra_setup(self, settings: BackendSettings) -> None:
+        self.options = structure_options(settings.options, ExampleOptions, backend="example")
+        self.node_name = settings.node_name
+        self.state_dir = Path(settings.state_dir)
+        (self.state_dir / "prepared").mkdir(parents=True, exist_ok=True)
+
+    @hookimpl
+    def dra_driver_info(self) -> DriverInfo:
+        return DriverInfo(driver_name=self.options.driver_name, cdi_class="gpu")
+
+    @hookimpl
+    def dra_inventory(self) -> Sequence[Device]:
+        driver = self.options.driver_name
+        return [
+            Device(
+                name=f"gpu-{i}",
+                attributes={
+                    "index": i,
+                    "model": "Example-X100" if i % 2 == 0 else "Example-X50",
+                    "ecc": i % 2 == 0,
+                    "driverVersion": Version("1.2.0"),
+                    f"{driver}/uuid": f"gpu-{self.node_name}-{i:04d}",
+                },
+                capacity={"memory": "80Gi" if i % 2 == 0 else "40Gi", "cores": "128"},
+            )
+            for i in range(self.options.devices)
+        ]
+
+    @hookimpl
+    def dra_decode_config(self, parameters: Mapping[str, Any]) -> Any:
+        kind = parameters.get("kind")
+        cls = _KINDS.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise ConfigError(f"unknown kind {kind!r}, expected one of {sorted(_KINDS)}",
+                              path="$.kind")
+        want = f"{self.options.driver_name}/v1"
+        if parameters.get("apiVersion") != want:
+            raise ConfigError(f"unsupported {parameters.get('apiVersion')!r}, expected {want!r}",
+                              path="$.apiVersion")
+        config = structure_config(dict(parameters), cls, what=kind)
+        _check_ranges(config)
+        return config
+
+    def _marker(self, device: str) -> Path:
+        return self.state_dir / "prepared" / f"{device}.json"
+
+    @hookimpl
+    def dra_prepare_claim(
+        self, claim: ClaimRef, devices: Sequence[AllocatedDevice]
+    ) -> Sequence[PreparedDevice]:
+        known = {f"gpu-{i}" for i in range(self.options.devices)}
+        prepared: dict[tuple[str, str], PreparedDevice] = {}
+        for dev in devices:
+            if dev.pool != self.node_name or dev.device not in known:
+                raise BackendError(f"device {dev.pool}/{dev.device} does not exist on this node")
+            if self.options.prepare_delay:
+                time.sleep(self.options.prepare_delay)
+            env = [f"GPU_DEVICE_{_env_name(dev.device)}={dev.device}"]
+            for cfg in dev.config:
+                if isinstance(cfg, GpuClassConfig):
+                    env += [f"GPU_DEVICE_{_env_name(dev.device)}_COMPUTE_MODE="
+                            f"{cfg.default_compute_mode}"]
+                    if cfg.time_slice_millis:
+                        env += [f"GPU_DEVICE_{_env_name(dev.device)}_TIMESLICE_MILLIS="
+                                f"{cfg.time_slice_millis}"]
+                elif isinstance(cfg, GpuConfig) and cfg.sharing is not None:
+                    env += [f"GPU_DEVICE_{_env_name(dev.device)}_SHARING_STRATEGY="
+                            f"{cfg.sharing.strategy}"]
+            self._marker(dev.device).write_text(json.dumps({"claim": claim.uid, "env": env}))
+            prepared[(dev.pool, dev.device)] = PreparedDevice(
+                pool=dev.pool,
+                device=dev.device,
+                edits=ContainerEdits(
+                    env=tuple(env),
+                    device_nodes=(DeviceNode(path=f"/dev/dra-example/{dev.device}",
+                                             host_path="/dev/null"),),
+                ),
+                state={"marker": str(self._marker(dev.device))},
+            )
+        return list(prepared.values())
+
+    @hookimpl
+    def dra_unprepare_claim(self, claim: ClaimRef, devices: Sequence[PreparedDevice]) -> None:
+        for dev in devices:
+            marker = self._marker(dev.device)
+            try:
+                owner = json.loads(marker.read_text()).get("claim")
+            except FileNotFoundError:
+                continue
+            except ValueError:
+                owner = claim.uid
+            if owner == claim.uid:
+                os.unlink(marker)
+
+    @hookimpl
+    def dra_device_health(self) -> Sequence[DeviceHealth] | None:
+        if not self.options.health:
+            return None
+        bad = self.state_dir / "unhealthy"
+        return [
+            DeviceHealth(
+                pool=self.node_name,
+                device=f"gpu-{i}",
+                health=HealthStatus.UNHEALTHY if (bad / f"gpu-{i}").exists()
+                else HealthStatus.HEALTHY,
+                message="simulated fault" if (bad / f"gpu-{i}").exists() else "",
+            )
+            for i in range(self.options.devices)
+        ]

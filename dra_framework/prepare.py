@@ -1,0 +1,312 @@
+"""The prepare/unprepare state machine of one driver.
+
+``ClaimPreparer`` does what the kubelet asks of a DRA plugin for a batch of claims, following the
+points of "What a plugin must do on each call" in the kubelet reference:
+
+* claims already prepared are answered from the checkpoint, without the API or the backend;
+* the others are read from the API (in parallel, before the lock), checked (UID, allocation,
+  this driver's results) and their opaque config decoded by the backend;
+* under the cross-process lock, each claim goes through
+  ``recorded → backend prepared → CDI spec written → committed``: a ``preparing`` record is
+  written before the backend touches anything, so a crash at any step is rolled back at the next
+  start (backend unprepare + CDI removal), and a device already held by another claim is refused
+  unless the result has admin access;
+* every claim gets its own answer; one claim's failure never fails the others.
+
+Unprepare needs only the checkpoint: the claim may be gone from the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from . import faults
+from .allocation import allocated_devices
+from .loader import Backend
+from .cdi import CdiSpecStore
+from .checkpoint import Checkpoint, ClaimRecord, RecordedDevice
+from .errors import ClaimError, DeviceInUseError, StateError
+from .locking import SerializeLock
+from .logs import claim_extra
+from .metrics import LATENCY, OPERATION_ERRORS, OPERATIONS, PREPARED_CLAIMS, STATE_CORRUPTIONS
+from .models import AllocatedDevice, ClaimRef, PreparedDevice
+
+log = logging.getLogger(__name__)
+
+
+class ClaimSource(Protocol):
+    """Where claims are read from (the API server, or a cache of it)."""
+
+    def get(self, claim: ClaimRef) -> Mapping[str, Any]: ...
+
+
+@attrs.frozen
+class ResultDevice:
+    """One ``Device`` entry of a NodePrepareResources answer."""
+
+    request_names: tuple[str, ...]
+    pool: str
+    device: str
+    cdi_ids: tuple[str, ...]
+    share_id: str | None = None
+
+
+@attrs.frozen
+class ClaimResult:
+    """The answer for one claim: its devices, or an error string."""
+
+    error: str = ""
+    devices: tuple[ResultDevice, ...] = ()
+
+
+def _answer(record: ClaimRecord) -> ClaimResult:
+    return ClaimResult(devices=tuple(
+        ResultDevice(
+            request_names=(d.request.split("/", 1)[0],),
+            pool=d.pool,
+            device=d.device,
+            cdi_ids=d.cdi_ids,
+            share_id=d.share_id,
+        )
+        for d in record.devices
+    ))
+
+
+def _ref(record: ClaimRecord) -> ClaimRef:
+    return ClaimRef(namespace=record.namespace, name=record.name, uid=record.uid)
+
+
+def _backend_devices(record: ClaimRecord) -> list[PreparedDevice]:
+    """What to hand ``dra_unprepare_claim``: one entry per distinct device of the record."""
+    seen: dict[tuple[str, str], PreparedDevice] = {}
+    for d in record.devices:
+        seen.setdefault((d.pool, d.device), d.prepared or PreparedDevice(pool=d.pool,
+                                                                         device=d.device))
+    return list(seen.values())
+
+
+class ClaimPreparer:
+    """Prepares and unprepares claims for one backend, with durable state under ``state_dir``."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        claims: ClaimSource,
+        state_dir: str | Path,
+        cdi_root: str | Path,
+        boot_id: str,
+        fetch_workers: int = 8,
+    ) -> None:
+        self.backend = backend
+        self.driver = backend.info.driver_name
+        self._claims = claims
+        self.checkpoint = Checkpoint(directory=state_dir)
+        self.lock = SerializeLock(directory=state_dir)
+        self.cdi = CdiSpecStore(root=cdi_root, kind=backend.info.cdi_kind)
+        self._boot_id = boot_id
+        self._pool = ThreadPoolExecutor(max_workers=fetch_workers,
+                                        thread_name_prefix=f"fetch-{self.driver}")
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Load the checkpoint; roll back interrupted prepares; remove orphaned CDI specs."""
+        with self.lock.hold():
+            opened = self.checkpoint.open(boot_id=self._boot_id)
+            keep = {r.uid for r in opened.prepared}
+            for record in opened.interrupted:
+                log.warning("rolling back a prepare interrupted by a crash",
+                            extra=claim_extra(_ref(record)))
+                if not self._undo(record):
+                    keep.add(record.uid)
+            for uid in self.cdi.claim_uids() - keep:
+                log.info("removing orphaned CDI spec", extra={"claim_uid": uid})
+                self.cdi.remove_claim_spec(claim_uid=uid)
+            self.cdi.remove_stale_temp_files()
+        STATE_CORRUPTIONS.labels(self.driver).inc(len(opened.corrupt))
+        PREPARED_CLAIMS.labels(self.driver).set(len(opened.prepared))
+        log.info("checkpoint loaded", extra={
+            "driver": self.driver, "prepared_claims": len(opened.prepared),
+            "rolled_back": len(opened.interrupted), "set_aside": len(opened.corrupt),
+            "rebooted": opened.rebooted,
+        })
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- prepare ----------------------------------------------------------------------------
+
+    def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, ClaimResult]:
+        """Prepare every claim; the answer has exactly one entry per requested UID."""
+        started = time.perf_counter()
+        results: dict[str, ClaimResult] = {}
+        to_fetch: list[ClaimRef] = []
+        for claim in claims:
+            record = self.checkpoint.get(claim.uid)
+            if record is not None and record.phase == "prepared":
+                results[claim.uid] = _answer(record)
+                self._done("prepare", claim, started, outcome="already-prepared")
+            else:
+                to_fetch.append(claim)
+        decoded = list(self._pool.map(self._read, to_fetch))
+        ready: list[tuple[ClaimRef, list[AllocatedDevice]]] = []
+        for claim, outcome in zip(to_fetch, decoded):
+            if isinstance(outcome, ClaimError):
+                results[claim.uid] = self._failed("prepare", claim, outcome, started)
+            else:
+                ready.append((claim, outcome))
+        if ready:
+            with self.lock.hold():
+                for claim, devices in ready:
+                    try:
+                        results[claim.uid] = self._prepare_locked(claim, devices)
+                    except OSError as exc:
+                        err = StateError(f"cannot write the plugin state: {exc}")
+                        results[claim.uid] = self._failed("prepare", claim, err, started)
+                    except ClaimError as exc:
+                        results[claim.uid] = self._failed("prepare", claim, exc, started)
+                    else:
+                        self._done("prepare", claim, started, outcome="prepared")
+        return results
+
+    def _read(self, claim: ClaimRef) -> list[AllocatedDevice] | ClaimError:
+        """API read and allocation decoding of one claim (runs in the fetch pool)."""
+        try:
+            obj = self._claims.get(claim)
+            decode = self.backend.decode_config if self.backend.accepts_config else None
+            return allocated_devices(obj, claim=claim, driver=self.driver, decode=decode)
+        except ClaimError as exc:
+            return exc
+
+    def _prepare_locked(self, claim: ClaimRef, devices: list[AllocatedDevice]) -> ClaimResult:
+        existing = self.checkpoint.get(claim.uid)
+        if existing is not None and existing.phase == "prepared":
+            return _answer(existing)
+        if existing is not None and not self._undo(existing):
+            raise DeviceInUseError("an earlier, interrupted prepare of this claim could not be "
+                                   "rolled back; see the plugin log")
+        for d in devices:
+            owner = None if d.admin_access else self.checkpoint.device_owner(d.pool, d.device)
+            if owner and owner != claim.uid:
+                raise DeviceInUseError(
+                    f"device {d.pool}/{d.device} is already prepared for claim {owner}"
+                )
+        record = ClaimRecord(
+            uid=claim.uid, namespace=claim.namespace, name=claim.name, phase="preparing",
+            devices=tuple(RecordedDevice(request=d.request, pool=d.pool, device=d.device,
+                                         admin_access=d.admin_access, share_id=d.share_id)
+                          for d in devices),
+            cdi_spec=str(self.cdi.spec_path(claim.uid)),
+        )
+        self.checkpoint.put(record)
+        self.checkpoint.mark_devices(record)
+        faults.point("prepare:recorded")
+        log.debug("preparing claim", extra=claim_extra(claim, devices=len(devices)))
+        try:
+            prepared = {(p.pool, p.device): p
+                        for p in self.backend.prepare(claim=claim, devices=devices)}
+        except ClaimError:
+            self._undo(record)
+            raise
+        faults.point("prepare:backend-done")
+        try:
+            ids = self._write_cdi(claim, prepared)
+        except ClaimError:
+            self._undo(attrs.evolve(record, devices=tuple(
+                attrs.evolve(d, prepared=prepared[(d.pool, d.device)]) for d in record.devices
+            )))
+            raise
+        faults.point("prepare:cdi-written")
+        final = attrs.evolve(record, phase="prepared", devices=tuple(
+            attrs.evolve(d, cdi_ids=ids.get((d.pool, d.device), ()),
+                         prepared=prepared[(d.pool, d.device)])
+            for d in record.devices
+        ))
+        self.checkpoint.put(final)
+        faults.point("prepare:committed")
+        PREPARED_CLAIMS.labels(self.driver).inc()
+        return _answer(final)
+
+    def _write_cdi(
+        self, claim: ClaimRef, prepared: Mapping[tuple[str, str], PreparedDevice]
+    ) -> dict[tuple[str, str], tuple[str, ...]]:
+        """Write the claim's CDI spec; devices without edits get no CDI ID (and no spec)."""
+        keys = [k for k, p in prepared.items() if not p.edits.is_empty()]
+        if not keys:
+            return {}
+        ids = self.cdi.write_claim_spec(
+            claim_uid=claim.uid, devices=[(device, prepared[(pool, device)].edits)
+                                          for pool, device in keys],
+        )
+        return {k: (cdi_id,) for k, cdi_id in zip(keys, ids)}
+
+    def _undo(self, record: ClaimRecord) -> bool:
+        """Roll back (part of) a prepare: backend unprepare, CDI spec, markers, record."""
+        claim = _ref(record)
+        try:
+            self.backend.unprepare(claim=claim, devices=_backend_devices(record))
+        except ClaimError:
+            log.exception("roll-back failed; the claim stays recorded",
+                          extra=claim_extra(claim))
+            return False
+        self.cdi.remove_claim_spec(claim_uid=record.uid)
+        self.checkpoint.release_devices(record)
+        self.checkpoint.delete(record.uid)
+        return True
+
+    # -- unprepare --------------------------------------------------------------------------
+
+    def unprepare(self, claims: Sequence[ClaimRef]) -> dict[str, str]:
+        """Unprepare every claim; UID → error string ("" = done, also for unknown claims)."""
+        started = time.perf_counter()
+        results: dict[str, str] = {}
+        with self.lock.hold():
+            for claim in claims:
+                try:
+                    outcome = self._unprepare_locked(claim)
+                except OSError as exc:
+                    err = StateError(f"cannot write the plugin state: {exc}")
+                    results[claim.uid] = self._failed("unprepare", claim, err, started).error
+                except ClaimError as exc:
+                    results[claim.uid] = self._failed("unprepare", claim, exc, started).error
+                else:
+                    results[claim.uid] = ""
+                    self._done("unprepare", claim, started, outcome=outcome)
+        return results
+
+    def _unprepare_locked(self, claim: ClaimRef) -> str:
+        record = self.checkpoint.get(claim.uid)
+        if record is None:
+            return "not-prepared"
+        self.backend.unprepare(claim=claim, devices=_backend_devices(record))
+        faults.point("unprepare:backend-done")
+        self.cdi.remove_claim_spec(claim_uid=claim.uid)
+        faults.point("unprepare:cdi-removed")
+        self.checkpoint.release_devices(record)
+        self.checkpoint.delete(claim.uid)
+        if record.phase == "prepared":
+            PREPARED_CLAIMS.labels(self.driver).dec()
+        return "unprepared"
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _done(self, operation: str, claim: ClaimRef, started: float, *, outcome: str) -> None:
+        LATENCY.labels(self.driver, operation).observe(time.perf_counter() - started)
+        OPERATIONS.labels(self.driver, operation, outcome).inc()
+        log.info(f"claim {outcome}", extra=claim_extra(claim, driver=self.driver))
+
+    def _failed(self, operation: str, claim: ClaimRef, exc: ClaimError,
+                started: float) -> ClaimResult:
+        LATENCY.labels(self.driver, operation).observe(time.perf_counter() - started)
+        OPERATIONS.labels(self.driver, operation, "error").inc()
+        OPERATION_ERRORS.labels(self.driver, operation, type(exc).__name__).inc()
+        log.error(f"{operation} failed: {exc}", extra=claim_extra(claim, driver=self.driver))
+        return ClaimResult(error=str(exc))

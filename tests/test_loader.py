@@ -1,0 +1,160 @@
+"""Loading backends: discovery through entry points, checked hook wrappers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dra_framework import AllocatedDevice, ClaimRef, PreparedDevice, hookimpl
+from dra_framework.errors import BackendError, ConfigError, SetupError
+from dra_framework.loader import Backend, installed_backends
+
+
+@pytest.fixture
+def fake_distribution(tmp_path: Path) -> Iterator[Path]:
+    """Install a distribution with two backends by putting its dist-info on sys.path."""
+    dist = tmp_path / "acme_backends-2.3.4.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-backends\nVersion: 2.3.4\n")
+    (dist / "entry_points.txt").write_text(
+        "[dra_framework.backends]\n"
+        "acme = acme_backend:AcmeBackend\n"
+        "broken = acme_backend_missing:Nothing\n"
+    )
+    (tmp_path / "acme_backend.py").write_text(
+        "from dra_framework import DriverInfo, hookimpl\n"
+        "class AcmeBackend:\n"
+        "    @hookimpl\n"
+        "    def dra_driver_info(self):\n"
+        "        return DriverInfo(driver_name='acme.example.org')\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield tmp_path
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("acme_backend", None)
+
+
+def test_entry_point_discovery(fake_distribution: Path) -> None:
+    found = {b.name: b for b in installed_backends()}
+    assert found["acme"].distribution == "acme-backends"
+    assert found["acme"].version == "2.3.4"
+    assert found["example"].distribution == "dra-framework"
+    backend = Backend.load("acme")
+    assert backend.info.driver_name == "acme.example.org"
+    assert backend.info.cdi_kind == "k8s.acme.example.org/claim"
+
+
+def test_unknown_backend_lists_installed(fake_distribution: Path) -> None:
+    with pytest.raises(SetupError, match=r"unknown backend 'nope'; installed backends: "
+                                         r"acme, broken, example"):
+        Backend.load("nope")
+
+
+def test_unloadable_backend_is_a_setup_error(fake_distribution: Path) -> None:
+    with pytest.raises(SetupError, match="cannot load backend 'broken'"):
+        Backend.load("broken")
+
+
+def test_backends_command_lists_versions_and_drivers(fake_distribution: Path) -> None:
+    from click.testing import CliRunner
+
+    from dra_framework.cli import main
+
+    out = CliRunner().invoke(main, ["backends"]).output
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert lines["acme"][1:] == ["acme-backends", "2.3.4", "acme.example.org"]
+    assert lines["example"][3] == "gpu.example.com"
+    assert "<error:" in " ".join(lines["broken"])
+
+
+def test_hookimpl_with_unknown_hook_is_refused() -> None:
+    class Typo:
+        @hookimpl
+        def dra_prepare_claims(self) -> None: ...
+
+    with pytest.raises(SetupError, match="invalid"):
+        Backend(name="typo", plugin=Typo())
+
+
+class Minimal:
+    """Implements only what is required, plus switches for failure modes."""
+
+    def __init__(self) -> None:
+        self.fail_with: BaseException | None = None
+        self.answer: list[PreparedDevice] | None = None
+        self.shutdowns = 0
+
+    @hookimpl
+    def dra_driver_info(self) -> Any:
+        from dra_framework import DriverInfo
+        return DriverInfo(driver_name="min.example.org")
+
+    @hookimpl
+    def dra_prepare_claim(self, claim: ClaimRef, devices: list[AllocatedDevice]) -> Any:
+        if self.fail_with:
+            raise self.fail_with
+        return self.answer if self.answer is not None else [
+            PreparedDevice(pool=d.pool, device=d.device) for d in devices]
+
+    @hookimpl
+    def dra_unprepare_claim(self, claim: ClaimRef, devices: list[PreparedDevice]) -> None:
+        if self.fail_with:
+            raise self.fail_with
+
+    @hookimpl
+    def dra_shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+CLAIM = ClaimRef(namespace="ns", name="n", uid="u")
+DEVS = [AllocatedDevice(request="r", pool="p", device="d0"),
+        AllocatedDevice(request="r", pool="p", device="d1")]
+
+
+def test_optional_hooks_absent() -> None:
+    b = Backend(name="min", plugin=Minimal())
+    assert not b.accepts_config and not b.serves_health
+    assert b.inventory() == [] and b.health() is None
+
+
+def test_unexpected_exception_becomes_backend_error() -> None:
+    plugin = Minimal()
+    plugin.fail_with = RuntimeError("NVML_ERROR_GPU_IS_LOST")
+    b = Backend(name="min", plugin=plugin)
+    with pytest.raises(BackendError, match="failed to prepare: NVML_ERROR_GPU_IS_LOST"):
+        b.prepare(claim=CLAIM, devices=DEVS)
+    with pytest.raises(BackendError, match="failed to unprepare"):
+        b.unprepare(claim=CLAIM, devices=[])
+
+
+def test_config_error_passes_through() -> None:
+    plugin = Minimal()
+    plugin.fail_with = ConfigError("bad", path="$.x")
+    with pytest.raises(ConfigError, match=r"\$.x: bad"):
+        Backend(name="min", plugin=plugin).prepare(claim=CLAIM, devices=DEVS)
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param([PreparedDevice(pool="p", device="d0")], id="missing-device"),
+    pytest.param([PreparedDevice(pool="p", device="d0"), PreparedDevice(pool="p", device="d9")],
+                 id="unknown-device"),
+    pytest.param([PreparedDevice(pool="p", device="d0"), PreparedDevice(pool="p", device="d1"),
+                  PreparedDevice(pool="p", device="d1")], id="duplicate"),
+])
+def test_prepare_answer_must_match_devices(answer: list[PreparedDevice]) -> None:
+    plugin = Minimal()
+    plugin.answer = answer
+    with pytest.raises(BackendError, match="expected one PreparedDevice for each"):
+        Backend(name="min", plugin=plugin).prepare(claim=CLAIM, devices=DEVS)
+
+
+def test_shutdown_is_called() -> None:
+    plugin = Minimal()
+    Backend(name="min", plugin=plugin).shutdown()
+    assert plugin.shutdowns == 1
