@@ -9,6 +9,7 @@ Backend options are ``--backend-option BACKEND.KEY=VALUE`` or, in the file, a ma
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -16,12 +17,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 import yaml
 
 from . import logs, metrics
-from .loader import Backend, installed_backends
 from .errors import DraError, SetupError
+from .loader import Backend, installed_backends
 from .plugin import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
 from .serve import BOOT_ID_FILE, Node, ServeConfig, parse_backend_options
 
@@ -46,8 +48,8 @@ def _load_config(ctx: click.Context, _: click.Parameter, value: str | None) -> N
             defaults["backend_option"] = [
                 f"{backend}.{k}={v}" for backend, opts in val.items() for k, v in opts.items()
             ]
-        elif name == "backend" and isinstance(val, str):
-            defaults["backend"] = [val]
+        elif name in ("backend", "backends"):
+            defaults["backends"] = [val] if isinstance(val, str) else list(val)
         else:
             defaults[name] = val
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
@@ -92,6 +94,8 @@ def main() -> None:
 @click.option("-v", "--verbose", "verbosity", count=True, help="More logs (-v debug).")
 @click.option("--boot-id-file", default=BOOT_ID_FILE, show_default=True, hidden=True,
               envvar=_env("boot_id_file"))
+@click.option("--print-config", is_flag=True,
+              help="Print the effective settings as JSON and exit.")
 def serve(
     backends: tuple[str, ...],
     backend_option: tuple[str, ...],
@@ -106,6 +110,7 @@ def serve(
     log_format: str,
     verbosity: int,
     boot_id_file: str,
+    print_config: bool,
 ) -> None:
     """Run the DRA kubelet plugin of each selected backend until SIGTERM/SIGINT."""
     logs.configure(fmt=log_format, verbosity=verbosity)
@@ -124,6 +129,11 @@ def serve(
             cdi_root=cdi_root, state_dir=state_dir, rolling_update_uid=rolling_update_uid,
             backend_options=parse_backend_options(backend_option), boot_id_file=boot_id_file,
         )
+        if print_config:
+            settings = {**attrs.asdict(config), "metrics_address": metrics_address,
+                        "log_format": log_format, "verbosity": verbosity}
+            click.echo(json.dumps(settings, indent=2, sort_keys=True))
+            return
         if metrics_address:
             metrics.serve(metrics_address)
         Node(config).run_until(stop)
@@ -148,7 +158,7 @@ def list_backends() -> None:
     header = ("BACKEND", "DISTRIBUTION", "VERSION", "DRIVER")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":  # pragma: no cover

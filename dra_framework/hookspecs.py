@@ -89,7 +89,9 @@ def dra_decode_config(parameters: Mapping[str, Any]) -> Any:
 
 
 @hookspec(firstresult=True)
-def dra_prepare_claim(claim: ClaimRef, devices: Sequence[AllocatedDevice]) -> Sequence[PreparedDevice]:
+def dra_prepare_claim(
+    claim: ClaimRef, devices: Sequence[AllocatedDevice]
+) -> Sequence[PreparedDevice]:
     """Prepare this driver's devices of one claim and return one ``PreparedDevice`` per device.
 
     Called at most once per successful prepare of a claim: a claim already prepared is answered

@@ -25,11 +25,13 @@ def load_api_client(*, kubeconfig: str | None = None) -> client.ApiClient:
     """An ApiClient from ``kubeconfig`` if given, else in-cluster config, else ~/.kube/config."""
     cfg = client.Configuration()
     if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=cfg)
     elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=cfg)
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=cfg)
     else:
-        config.load_kube_config(client_configuration=cfg)
+        config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, 16)
     return client.ApiClient(configuration=cfg)
 
@@ -44,7 +46,7 @@ class ClaimReader:
     def get(self, claim: ClaimRef) -> Mapping[str, Any]:
         """The claim named by ``claim`` (by namespace/name); errors are claim errors."""
         try:
-            resp = self._api.read_namespaced_resource_claim(
+            resp: Any = self._api.read_namespaced_resource_claim(
                 claim.name, claim.namespace, _preload_content=False,
                 _request_timeout=self._timeout,
             )

@@ -15,6 +15,7 @@ from typing import Any
 
 from .models import ClaimRef
 
+_HANDLER_NAME = "dra-framework"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -70,8 +71,9 @@ def configure(*, fmt: str = "text", verbosity: int = 0) -> None:
     """Log to stderr in ``fmt`` (``json`` or ``text``); ``-v`` → DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
     if verbosity < 2:
         for noisy in ("urllib3", "kubernetes"):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -29,7 +29,7 @@ class Version:
     value: str
 
 
-AttributeValue = Union[bool, int, str, Version]
+AttributeValue = bool | int | str | Version
 """One ResourceSlice device attribute: ``bool``, ``int``, ``str`` or :class:`Version`."""
 
 

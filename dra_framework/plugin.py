@@ -25,8 +25,8 @@ from pathlib import Path
 
 import grpc
 
-from .loader import Backend
 from .errors import SetupError
+from .loader import Backend
 from .prepare import ClaimPreparer
 from .servers import (
     DRA_V1,

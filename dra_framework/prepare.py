@@ -29,10 +29,10 @@ import attrs
 
 from . import faults
 from .allocation import allocated_devices
-from .loader import Backend
 from .cdi import CdiSpecStore
 from .checkpoint import Checkpoint, ClaimRecord, RecordedDevice
 from .errors import ClaimError, DeviceInUseError, StateError
+from .loader import Backend
 from .locking import SerializeLock
 from .logs import claim_extra
 from .metrics import LATENCY, OPERATION_ERRORS, OPERATIONS, PREPARED_CLAIMS, STATE_CORRUPTIONS
@@ -141,6 +141,7 @@ class ClaimPreparer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.lock.close()
 
     # -- prepare ----------------------------------------------------------------------------
 
@@ -156,9 +157,12 @@ class ClaimPreparer:
                 self._done("prepare", claim, started, outcome="already-prepared")
             else:
                 to_fetch.append(claim)
-        decoded = list(self._pool.map(self._read, to_fetch))
+        if len(to_fetch) > 1:  # API reads in parallel; one read is cheaper done right here
+            decoded = list(self._pool.map(self._read, to_fetch))
+        else:
+            decoded = [self._read(c) for c in to_fetch]
         ready: list[tuple[ClaimRef, list[AllocatedDevice]]] = []
-        for claim, outcome in zip(to_fetch, decoded):
+        for claim, outcome in zip(to_fetch, decoded, strict=True):
             if isinstance(outcome, ClaimError):
                 results[claim.uid] = self._failed("prepare", claim, outcome, started)
             else:
@@ -246,7 +250,7 @@ class ClaimPreparer:
             claim_uid=claim.uid, devices=[(device, prepared[(pool, device)].edits)
                                           for pool, device in keys],
         )
-        return {k: (cdi_id,) for k, cdi_id in zip(keys, ids)}
+        return {k: (cdi_id,) for k, cdi_id in zip(keys, ids, strict=True)}
 
     def _undo(self, record: ClaimRecord) -> bool:
         """Roll back (part of) a prepare: backend unprepare, CDI spec, markers, record."""

@@ -16,9 +16,9 @@ from typing import Any
 
 import attrs
 
-from .loader import Backend
 from .errors import SetupError
 from .kube import ClaimReader, load_api_client
+from .loader import Backend
 from .models import BackendSettings
 from .plugin import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, KubeletPlugin
 from .prepare import ClaimPreparer, ClaimSource

@@ -41,7 +41,7 @@ DRA_V1BETA1 = "v1beta1.DRAPlugin"
 HEALTH_V1ALPHA1 = "v1alpha1.DRAResourceHealth"
 
 
-class RegistrationService(reg_grpc.RegistrationServicer):  # type: ignore[misc]
+class RegistrationService(reg_grpc.RegistrationServicer):
     """``pluginregistration.Registration``: tells the kubelet who we are and where."""
 
     def __init__(self, *, driver_name: str, endpoint: str, versions: Sequence[str]) -> None:
@@ -121,7 +121,7 @@ DraServiceV1 = _dra_servicer(dra_v1, dra_v1_grpc, share_id=True)
 DraServiceV1beta1 = _dra_servicer(dra_v1beta1, dra_v1beta1_grpc, share_id=False)
 
 
-class HealthService(health_v1alpha1_grpc.DRAResourceHealthServicer):  # type: ignore[misc]
+class HealthService(health_v1alpha1_grpc.DRAResourceHealthServicer):
     """``v1alpha1.DRAResourceHealth``: a stream of the driver's device health."""
 
     def __init__(
@@ -143,7 +143,7 @@ class HealthService(health_v1alpha1_grpc.DRAResourceHealthServicer):  # type: ig
         return health_v1alpha1.NodeWatchResourcesResponse(devices=[
             health_v1alpha1.DeviceHealth(
                 device=health_v1alpha1.DeviceIdentifier(pool_name=d.pool, device_name=d.device),
-                health=d.health.value,
+                health=d.health.name,
                 last_updated_time=now,
                 health_check_timeout_seconds=d.timeout_seconds,
                 message=d.message[:1021] + "..." if len(d.message) > 1024 else d.message,
@@ -173,11 +173,14 @@ def add_services(
     server: grpc.Server, *, preparer: ClaimPreparer, health: HealthService | None
 ) -> None:
     """Register DRAPlugin v1 and v1beta1 (and health when given) on ``server``."""
-    dra_v1_grpc.add_DRAPluginServicer_to_server(DraServiceV1(preparer=preparer), server)
-    dra_v1beta1_grpc.add_DRAPluginServicer_to_server(DraServiceV1beta1(preparer=preparer), server)
+    v1, v1beta1 = DraServiceV1(preparer=preparer), DraServiceV1beta1(preparer=preparer)
+    dra_v1_grpc.add_DRAPluginServicer_to_server(v1, server)  # type: ignore[no-untyped-call]
+    dra_v1beta1_grpc.add_DRAPluginServicer_to_server(  # type: ignore[no-untyped-call]
+        v1beta1, server)
     if health is not None:
-        health_v1alpha1_grpc.add_DRAResourceHealthServicer_to_server(health, server)
+        health_v1alpha1_grpc.add_DRAResourceHealthServicer_to_server(  # type: ignore[no-untyped-call]
+            health, server)
 
 
 def add_registration(server: grpc.Server, service: RegistrationService) -> None:
-    reg_grpc.add_RegistrationServicer_to_server(service, server)
+    reg_grpc.add_RegistrationServicer_to_server(service, server)  # type: ignore[no-untyped-call]

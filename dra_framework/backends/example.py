@@ -59,8 +59,8 @@ class ExampleOptions:
 
     @devices.validator
     def _check_devices(self, _: attrs.Attribute[int], value: int) -> None:
-        if not 0 <= value <= 4096:
-            raise ValueError("devices must be between 0 and 4096")
+        if not 0 <= value <= 65536:
+            raise ValueError("devices must be between 0 and 65536")
 
 
 @attrs.frozen
@@ -164,9 +164,14 @@ class ExampleBackend:
         if parameters.get("apiVersion") != want:
             raise ConfigError(f"unsupported {parameters.get('apiVersion')!r}, expected {want!r}",
                               path="$.apiVersion")
-        config = structure_config(dict(parameters), cls, what=kind)
+        config = structure_config(dict(parameters), cls, what=cls.__name__)
         _check_ranges(config)
         return config
+
+    def _exists(self, device: str) -> bool:
+        prefix, _, index = device.partition("-")
+        return prefix == "gpu" and index.isdigit() and str(int(index)) == index and (
+            int(index) < self.options.devices)
 
     def _marker(self, device: str) -> Path:
         return self.state_dir / "prepared" / f"{device}.json"
@@ -175,10 +180,9 @@ class ExampleBackend:
     def dra_prepare_claim(
         self, claim: ClaimRef, devices: Sequence[AllocatedDevice]
     ) -> Sequence[PreparedDevice]:
-        known = {f"gpu-{i}" for i in range(self.options.devices)}
         prepared: dict[tuple[str, str], PreparedDevice] = {}
         for dev in devices:
-            if dev.pool != self.node_name or dev.device not in known:
+            if dev.pool != self.node_name or not self._exists(dev.device):
                 raise BackendError(f"device {dev.pool}/{dev.device} does not exist on this node")
             if self.options.prepare_delay:
                 time.sleep(self.options.prepare_delay)

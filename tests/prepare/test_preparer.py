@@ -38,7 +38,8 @@ class Claims:
         try:
             return self.objects[(claim.namespace, claim.name)]
         except KeyError:
-            raise ClaimMismatchError(f"ResourceClaim {claim.namespace}/{claim.name} not found")
+            raise ClaimMismatchError(
+                f"ResourceClaim {claim.namespace}/{claim.name} not found") from None
 
 
 class Env:

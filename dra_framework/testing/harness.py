@@ -1,0 +1,127 @@
+"""A whole node in one process: fake API server, real plugin, kubelet-wire client.
+
+``PluginHarness`` is what a backend author's end-to-end test needs::
+
+    with PluginHarness(root=tmp_path, backends=("my-backend",)) as h:
+        claim = h.add_claim(allocated_claim(name="c", results=[Result("gpu", "dev-0")]))
+        result = h.connect("my.driver.example.com").prepare([claim])[claim.uid]
+
+The plugin is the production stack (``dra_framework.serve.Node``), reading claims through the
+real ``kubernetes`` client from ``FakeApiServer`` over HTTP and answering over real unix sockets.
+``restart`` stops and starts the plugin on the same directories, as a pod restart would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..models import ClaimRef
+from ..serve import Node, ServeConfig
+from .fakeapi import FakeApiServer
+from .kubelet import KubeletClient, PluginConnection
+
+
+class PluginHarness:
+    """A fake API server, one plugin process-equivalent and a kubelet, under ``root``."""
+
+    def __init__(
+        self,
+        *,
+        root: str | Path,
+        backends: tuple[str, ...] = ("example",),
+        node_name: str = "node-1",
+        backend_options: Mapping[str, Mapping[str, Any]] | None = None,
+        api: FakeApiServer | None = None,
+        boot_id: str = "00000000-0000-0000-0000-000000000001",
+        rolling_update_uid: str = "",
+    ) -> None:
+        self.root = Path(root)
+        self.registry_dir = self.root / "plugins_registry"
+        self.plugins_dir = self.root / "plugins"
+        self.cdi_root = self.root / "cdi"
+        self.boot_id_file = self.root / "boot_id"
+        self.kubeconfig = self.root / "kubeconfig"
+        self._own_api = api is None
+        self.api = api or FakeApiServer()
+        self.config = ServeConfig(
+            backends=backends, node_name=node_name, kubeconfig=str(self.kubeconfig),
+            registry_dir=str(self.registry_dir), plugins_dir=str(self.plugins_dir),
+            cdi_root=str(self.cdi_root), boot_id_file=str(self.boot_id_file),
+            backend_options=dict(backend_options or {}), rolling_update_uid=rolling_update_uid,
+            health_poll_interval=0.05,
+        )
+        self.boot_id = boot_id
+        self.node: Node | None = None
+        self.kubelet = KubeletClient(self.registry_dir)
+        self._connections: list[PluginConnection] = []
+
+    def __enter__(self) -> PluginHarness:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self._own_api:
+            self.api.start()
+        self.api.write_kubeconfig(self.kubeconfig)
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+        self.kubelet.close()
+        if self._own_api:
+            self.api.stop()
+
+    def start(self, *, boot_id: str | None = None) -> None:
+        """Start the plugin (recovering its checkpoint) with ``boot_id`` as the node's boot."""
+        if boot_id is not None:
+            self.boot_id = boot_id
+        self.boot_id_file.write_text(self.boot_id + "\n")
+        self.node = Node(self.config)
+        self.node.start()
+
+    def stop(self) -> None:
+        for conn in self._connections:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._connections.clear()
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
+
+    def restart(self, *, boot_id: str | None = None) -> None:
+        self.stop()
+        self.start(boot_id=boot_id)
+
+    def connect(self, driver_name: str = "gpu.example.com", *,
+                timeout: float = 10.0) -> PluginConnection:
+        """Register the driver's plugin like a kubelet and return the connection."""
+        conn = self.kubelet.register(driver_name, timeout=timeout)
+        assert conn is not None
+        self._connections.append(conn)
+        return conn
+
+    def add_claim(self, obj: Mapping[str, Any]) -> ClaimRef:
+        """Store a claim object in the API server; return its identity for the kubelet."""
+        self.api.seed(dict(obj))
+        meta = obj["metadata"]
+        return ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
+
+    def delete_claim(self, claim: ClaimRef) -> None:
+        """Delete a claim through the API as the control plane would: finalizer, then object."""
+        from kubernetes import client
+
+        api = client.ResourceV1Api(self.api.api_client())
+        api.patch_namespaced_resource_claim(
+            claim.name, claim.namespace, {"metadata": {"finalizers": None}})
+        api.delete_namespaced_resource_claim(claim.name, claim.namespace)
+
+    def cdi_specs(self) -> list[Path]:
+        """The CDI spec files currently under the CDI root."""
+        return sorted(self.cdi_root.glob("*.json")) if self.cdi_root.exists() else []
+
+    def state_dir(self, driver_name: str = "gpu.example.com") -> Path:
+        return self.plugins_dir / driver_name
+
+    def backend_state_dir(self, backend: str = "example") -> Path:
+        return self.plugins_dir / "dra-framework" / backend
