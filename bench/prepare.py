@@ -12,8 +12,9 @@ socket to the kubelet-wire client.  Prints:
 The API server runs in a process of its own (``bench/apiserver.py``), as a real one would, and
 claims are created in it through the API (``--api-in-process`` shares this process instead).
 
-The checkpoint lives on disk (``--state-root``, default a temp dir under /var/tmp); CDI specs go
-to tmpfs when /dev/shm exists, as /var/run/cdi is tmpfs on a node (``--cdi-on-disk`` to change).
+The checkpoint lives on disk (``--state-root``, default ``.bench-work/`` in the repository);
+CDI specs go to tmpfs when /dev/shm exists, as /var/run/cdi is tmpfs on a node
+(``--cdi-on-disk`` to change).
 
     .venv/bin/python bench/prepare.py [--quick]
 """
@@ -40,6 +41,8 @@ from dra_framework.testing.claims import Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 from dra_framework.testing.harness import PluginHarness
 from dra_framework.testing.kubelet import PluginConnection
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -124,6 +127,7 @@ class Bench:
 
 def run(args: argparse.Namespace) -> None:
     scale = 0.2 if args.quick else 1.0
+    Path(args.state_root).mkdir(parents=True, exist_ok=True)
     state_root = Path(tempfile.mkdtemp(prefix="dra-bench-", dir=args.state_root))
     cdi = Path(tempfile.mkdtemp(prefix="dra-bench-cdi-", dir="/dev/shm")) if (
         Path("/dev/shm").is_dir() and not args.cdi_on_disk) else state_root / "cdi"
@@ -182,7 +186,8 @@ def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--state-root", default="/var/tmp")
+    parser.add_argument("--state-root", default=str(REPO / ".bench-work"),
+                        help="where the checkpoint lives (a disk, as /var/lib/kubelet is)")
     parser.add_argument("--cdi-on-disk", action="store_true")
     parser.add_argument("--api-in-process", action="store_true")
     run(parser.parse_args())

@@ -36,7 +36,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,22 +100,30 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, sync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, sync: bool = True,
+                 sync_dir: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename.
+
+    ``sync`` fsyncs the file before the rename; ``sync_dir`` then fsyncs the directory, which
+    makes the rename itself durable (a caller writing several files may do that once, last).
+    """
+    # Callers hold the serialization lock, so a temp name derived from the target (plus the
+    # thread, for tools that write without the lock) cannot collide.
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            os.write(fd, data)
             if sync:
-                os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    if sync:
+    if sync and sync_dir:
         fsync_dir(path.parent)
 
 
@@ -259,14 +267,19 @@ class Checkpoint:
             self._set_aside(path, str(exc))
             return None
 
-    def put(self, record: ClaimRecord) -> None:
+    def put(self, record: ClaimRecord, *, sync_dir: bool = True) -> None:
         """Store ``record`` atomically, replacing an earlier one of the same claim.
 
         A ``prepared`` record is fsynced before this returns; a ``preparing`` one is not (see
-        the module docstring).
+        the module docstring).  With ``sync_dir=False`` the caller owes a ``sync()`` before it
+        reports the claim as prepared (one directory fsync for a whole batch).
         """
         atomic_write(self._path(record.uid), _envelope("PreparedClaim", unstructure(record)),
-                     sync=record.phase == "prepared")
+                     sync=record.phase == "prepared", sync_dir=sync_dir)
+
+    def sync(self) -> None:
+        """Make every earlier ``put`` durable (fsync of the claims directory)."""
+        fsync_dir(self.claims_dir)
 
     def delete(self, uid: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -291,8 +304,12 @@ class Checkpoint:
         """Record that ``record``'s non-admin devices are in use by it."""
         for dev in record.devices:
             if not dev.admin_access:
-                marker = self.devices_dir / device_key(dev.pool, dev.device)
-                marker.write_text(record.uid)
+                marker = os.path.join(self.devices_dir, device_key(dev.pool, dev.device))
+                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                try:
+                    os.write(fd, record.uid.encode())
+                finally:
+                    os.close(fd)
 
     def release_devices(self, record: ClaimRecord) -> None:
         """Drop the in-use markers that ``record`` holds."""

@@ -37,11 +37,12 @@ class PluginHarness:
         api: FakeApiServer | None = None,
         boot_id: str = "00000000-0000-0000-0000-000000000001",
         rolling_update_uid: str = "",
+        cdi_root: str | Path | None = None,
     ) -> None:
         self.root = Path(root)
         self.registry_dir = self.root / "plugins_registry"
         self.plugins_dir = self.root / "plugins"
-        self.cdi_root = self.root / "cdi"
+        self.cdi_root = Path(cdi_root) if cdi_root else self.root / "cdi"
         self.boot_id_file = self.root / "boot_id"
         self.kubeconfig = self.root / "kubeconfig"
         self._own_api = api is None
