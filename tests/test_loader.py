@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,61 +12,36 @@ from dra_framework.errors import BackendError, ConfigError, SetupError
 from dra_framework.loader import Backend, installed_backends
 
 
-@pytest.fixture
-def fake_distribution(tmp_path: Path) -> Iterator[Path]:
-    """Install a distribution with two backends by putting its dist-info on sys.path."""
-    dist = tmp_path / "acme_backends-2.3.4.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-backends\nVersion: 2.3.4\n")
-    (dist / "entry_points.txt").write_text(
-        "[dra_framework.backends]\n"
-        "acme = acme_backend:AcmeBackend\n"
-        "broken = acme_backend_missing:Nothing\n"
-    )
-    (tmp_path / "acme_backend.py").write_text(
-        "from dra_framework import DriverInfo, hookimpl\n"
-        "class AcmeBackend:\n"
-        "    @hookimpl\n"
-        "    def dra_driver_info(self):\n"
-        "        return DriverInfo(driver_name='acme.example.org')\n"
-    )
-    sys.path.insert(0, str(tmp_path))
-    try:
-        yield tmp_path
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("acme_backend", None)
-
-
-def test_entry_point_discovery(fake_distribution: Path) -> None:
+def test_entry_point_discovery(acme_distribution: Path) -> None:
     found = {b.name: b for b in installed_backends()}
-    assert found["acme"].distribution == "acme-backends"
-    assert found["acme"].version == "2.3.4"
+    assert found["acme-min"].distribution == "acme-backends"
+    assert found["acme-min"].version == "2.3.4"
     assert found["example"].distribution == "dra-framework"
-    backend = Backend.load("acme")
+    backend = Backend.load("acme-min")
     assert backend.info.driver_name == "acme.example.org"
     assert backend.info.cdi_kind == "k8s.acme.example.org/claim"
 
 
-def test_unknown_backend_lists_installed(fake_distribution: Path) -> None:
+def test_unknown_backend_lists_installed(acme_distribution: Path) -> None:
     with pytest.raises(SetupError, match=r"unknown backend 'nope'; installed backends: "
-                                         r"acme, broken, example"):
+                                         r"acme, acme-min, broken, example"):
         Backend.load("nope")
 
 
-def test_unloadable_backend_is_a_setup_error(fake_distribution: Path) -> None:
+def test_unloadable_backend_is_a_setup_error(acme_distribution: Path) -> None:
     with pytest.raises(SetupError, match="cannot load backend 'broken'"):
         Backend.load("broken")
 
 
-def test_backends_command_lists_versions_and_drivers(fake_distribution: Path) -> None:
+def test_backends_command_lists_versions_and_drivers(acme_distribution: Path) -> None:
     from click.testing import CliRunner
 
     from dra_framework.cli import main
 
     out = CliRunner().invoke(main, ["backends"]).output
     lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-    assert lines["acme"][1:] == ["acme-backends", "2.3.4", "acme.example.org"]
+    assert lines["acme-min"][1:] == ["acme-backends", "2.3.4", "acme.example.org"]
+    assert lines["acme"][1:] == ["acme-backends", "2.3.4", "gpu.example.com"]
     assert lines["example"][3] == "gpu.example.com"
     assert "<error:" in " ".join(lines["broken"])
 

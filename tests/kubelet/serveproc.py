@@ -16,7 +16,8 @@ class ServeProcess:
     """One ``dra-framework serve --backend example`` process on the directories under ``root``."""
 
     def __init__(self, root: Path, *, kubeconfig: Path, crash_at: str = "",
-                 rolling_update_uid: str = "", options: tuple[str, ...] = ()) -> None:
+                 rolling_update_uid: str = "", options: tuple[str, ...] = (),
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.root = root
         self.registry_dir = root / "plugins_registry"
         self.plugins_dir = root / "plugins"
@@ -34,6 +35,7 @@ class ServeProcess:
             args += ["--rolling-update-uid", rolling_update_uid]
         for opt in options:
             args += ["--backend-option", opt]
+        args += list(extra_args)
         self.reg_socket = self.registry_dir / (
             f"gpu.example.com-{rolling_update_uid}-reg.sock" if rolling_update_uid
             else "gpu.example.com-reg.sock")
