@@ -45,6 +45,7 @@ from typing import Any, Literal
 import attrs
 
 from .convert import structure, unstructure
+from .errors import ConfigError
 from .models import PreparedDevice
 
 API_VERSION = "checkpoint.dra-framework.io/v1"
@@ -245,8 +246,8 @@ class Checkpoint:
     # -- records ----------------------------------------------------------------------------
 
     def _path(self, uid: str) -> Path:
-        if not uid or "/" in uid or uid.startswith("."):
-            raise ValueError(f"invalid claim uid {uid!r}")
+        if not uid or "/" in uid or "\0" in uid or uid.startswith(".") or len(uid) > 128:
+            raise ConfigError(f"invalid claim UID {uid!r}")
         return self.claims_dir / f"{uid}.json"
 
     def _load(self, path: Path) -> ClaimRecord:

@@ -32,7 +32,7 @@ from . import faults
 from .allocation import allocated_devices
 from .cdi import CdiSpecStore
 from .checkpoint import Checkpoint, ClaimRecord, RecordedDevice
-from .errors import ClaimError, DeviceInUseError, StateError
+from .errors import ClaimError, ConfigError, DeviceInUseError, SetupError, StateError
 from .loader import Backend
 from .locking import SerializeLock
 from .logs import claim_extra
@@ -80,6 +80,13 @@ def _answer(record: ClaimRecord) -> ClaimResult:
     ))
 
 
+def _check_ref(claim: ClaimRef) -> None:
+    """The kubelet always sends all three; refuse a request that does not, for that claim."""
+    missing = [f for f in ("namespace", "name", "uid") if not getattr(claim, f)]
+    if missing:
+        raise ConfigError(f"the request names no claim {' or '.join(missing)}")
+
+
 def _ref(record: ClaimRecord) -> ClaimRef:
     return ClaimRef(namespace=record.namespace, name=record.name, uid=record.uid)
 
@@ -121,7 +128,11 @@ class ClaimPreparer:
     def recover(self) -> None:
         """Load the checkpoint; roll back interrupted prepares; remove orphaned CDI specs."""
         with self.lock.hold():
-            opened = self.checkpoint.open(boot_id=self._boot_id)
+            try:
+                opened = self.checkpoint.open(boot_id=self._boot_id)
+            except OSError as exc:
+                raise SetupError(f"cannot use the state directory "
+                                 f"{self.checkpoint.directory}: {exc}") from exc
             keep = {r.uid for r in opened.prepared}
             for record in opened.interrupted:
                 log.warning("rolling back a prepare interrupted by a crash",
@@ -152,7 +163,12 @@ class ClaimPreparer:
         results: dict[str, ClaimResult] = {}
         to_fetch: list[ClaimRef] = []
         for claim in claims:
-            record = self.checkpoint.get(claim.uid)
+            try:
+                _check_ref(claim)
+                record = self.checkpoint.get(claim.uid)
+            except ClaimError as exc:
+                results[claim.uid] = self._failed("prepare", claim, exc, started)
+                continue
             if record is not None and record.phase == "prepared":
                 results[claim.uid] = _answer(record)
                 self._done("prepare", claim, started, outcome="already-prepared")
@@ -292,6 +308,7 @@ class ClaimPreparer:
         return results
 
     def _unprepare_locked(self, claim: ClaimRef) -> str:
+        _check_ref(claim)
         record = self.checkpoint.get(claim.uid)
         if record is None:
             return "not-prepared"

@@ -238,3 +238,20 @@ def test_orphaned_cdi_spec_is_removed_at_start(env: Env) -> None:
     foreign.write_text("{}")
     env.restart()
     assert not orphan.exists() and foreign.exists()
+
+
+@pytest.mark.parametrize("ref,message", [
+    pytest.param(ClaimRef(namespace="default", name="a", uid=""), "names no claim uid",
+                 id="empty-uid"),
+    pytest.param(ClaimRef(namespace="", name="", uid="u1"), "names no claim namespace or name",
+                 id="empty-names"),
+    pytest.param(ClaimRef(namespace="default", name="a", uid="../../etc"),
+                 "invalid claim UID '../../etc'", id="path-in-uid"),
+])
+def test_malformed_claim_reference_fails_only_that_claim(env: Env, ref: ClaimRef,
+                                                         message: str) -> None:
+    good = env.claim("fine", "gpu-0")
+    results = env.preparer.prepare([ref, good])
+    assert message in results[ref.uid].error
+    assert results[good.uid].error == ""
+    assert message in env.preparer.unprepare([ref])[ref.uid]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dra_framework.checkpoint import API_VERSION, Checkpoint, ClaimRecord, RecordedDevice
+from dra_framework.errors import ConfigError
 from dra_framework.models import ContainerEdits, PreparedDevice
 
 
@@ -156,5 +157,5 @@ def test_leftover_temp_files_are_removed_at_open(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("uid", ["", "../x", ".hidden", "a/b"])
 def test_unsafe_uids_are_refused(cp: Checkpoint, uid: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="invalid claim UID"):
         cp.get(uid)
