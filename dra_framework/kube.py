@@ -1,24 +1,23 @@
 """Access to the Kubernetes API: client configuration and claim reads.
 
-The ``kubernetes`` client is imported here and in the testing helpers only.  Claims are read as
-raw JSON (``_preload_content=False``) rather than as generated models: the framework works on
-plain dicts, which keeps it independent of the client's generation (v37 models are strict
-Pydantic classes and drop unknown fields) and skips model construction on the prepare path.
+The ``kubernetes`` client is imported here, in ``rest`` and in the testing helpers only.
+Claims are read as raw JSON through ``rest.KubeApi`` rather than as generated models: the
+framework works on plain dicts, which keeps it independent of the client's generation (v37
+models are strict Pydantic classes and drop unknown fields) and skips model construction on the
+prepare path.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
-import urllib3
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from .errors import ClaimMismatchError, TransientApiError
 from .models import ClaimRef
+from .rest import ApiError, KubeApi, path
 
 
 def load_api_client(*, kubeconfig: str | None = None) -> client.ApiClient:
@@ -39,34 +38,21 @@ def load_api_client(*, kubeconfig: str | None = None) -> client.ApiClient:
 class ClaimReader:
     """Reads ResourceClaims from ``resource.k8s.io/v1`` as plain dicts."""
 
-    def __init__(self, *, api_client: client.ApiClient, timeout: float = 10.0) -> None:
-        self._api = client.ResourceV1Api(api_client)
-        self._timeout = timeout
+    def __init__(self, *, api: KubeApi) -> None:
+        self._api = api
 
     def get(self, claim: ClaimRef) -> Mapping[str, Any]:
         """The claim named by ``claim`` (by namespace/name); errors are claim errors."""
+        url = path(group_version="resource.k8s.io/v1", resource="resourceclaims",
+                   namespace=claim.namespace, name=claim.name)
         try:
-            resp: Any = self._api.read_namespaced_resource_claim(
-                claim.name, claim.namespace, _preload_content=False,
-                _request_timeout=self._timeout,
-            )
-            data: Mapping[str, Any] = json.loads(resp.data)
-            return data
-        except ApiException as exc:
-            if exc.status == 404:
-                raise ClaimMismatchError(
-                    f"ResourceClaim {claim.namespace}/{claim.name} not found in the API"
-                ) from exc
-            if exc.status in (401, 403):
+            return self._api.get(url)
+        except ApiError as exc:
+            where = f"ResourceClaim {claim.namespace}/{claim.name}"
+            if exc.code == 404:
+                raise ClaimMismatchError(f"{where} not found in the API") from exc
+            if exc.code in (401, 403):
                 raise TransientApiError(
-                    f"reading ResourceClaim {claim.namespace}/{claim.name} is forbidden "
-                    f"({exc.status} {exc.reason}); check the driver's RBAC"
-                ) from exc
-            raise TransientApiError(
-                f"reading ResourceClaim {claim.namespace}/{claim.name} failed: "
-                f"{exc.status} {exc.reason}"
-            ) from exc
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise TransientApiError(
-                f"reading ResourceClaim {claim.namespace}/{claim.name} failed: {exc}"
-            ) from exc
+                    f"reading {where} is forbidden ({exc.code} {exc.reason}); "
+                    "check the driver's RBAC") from exc
+            raise TransientApiError(f"reading {where} failed: {exc}") from exc

@@ -22,6 +22,7 @@ from .loader import Backend
 from .models import BackendSettings
 from .plugin import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, KubeletPlugin
 from .prepare import ClaimPreparer, ClaimSource
+from .rest import KubeApi
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ class Node:
 
     def _claim_source(self) -> ClaimSource:
         if self._claims is None:
-            self._claims = ClaimReader(api_client=load_api_client(
-                kubeconfig=self.config.kubeconfig))
+            self._claims = ClaimReader(api=KubeApi(api_client=load_api_client(
+                kubeconfig=self.config.kubeconfig)))
         return self._claims
 
     def start(self) -> None:

@@ -159,11 +159,12 @@ def plugin(control_plane: EnvtestControlPlane, claims: Claims,
 def test_claim_reader_reads_an_allocated_claim(api_client: Any, claims: Claims) -> None:
     from dra_framework.allocation import allocated_devices
     from dra_framework.kube import ClaimReader
+    from dra_framework.rest import KubeApi
 
     name = claims.unique_name("read")
     uid = claims.create(name, device="gpu-1")
 
-    obj = ClaimReader(api_client=api_client).get(claims.ref(name, uid))
+    obj = ClaimReader(api=KubeApi(api_client=api_client)).get(claims.ref(name, uid))
 
     assert obj["metadata"]["uid"] == uid
     assert obj["status"]["reservedFor"][0]["name"] == "pod-1"

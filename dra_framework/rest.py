@@ -1,0 +1,250 @@
+"""Raw JSON access to the Kubernetes API through the official client's connection and auth.
+
+Why not the generated ``*Api`` methods: they serialise request bodies with ``json.dumps``'s
+default separators, and the API server keeps the bytes of opaque ``parameters`` as first
+written, refusing a later write whose bytes differ as an immutable-field change.  Like kubectl,
+this module sends **compact JSON with sorted keys**, and works on plain dicts, so the framework
+does not depend on a generation of the client's models (v37's are strict Pydantic classes).
+
+What it reuses from ``kubernetes``: configuration loading, the urllib3 pool (TLS, proxies) and
+the authentication headers (``param_serialize``), so tokens refresh as the client does it.
+
+Errors are ``ApiError`` with the server's Status ``code``, ``reason`` and ``message``, and the
+connection failures of urllib3 as code 0; ``ApiError.transient`` says whether a retry may help.
+``with_retries`` is the one retry loop (exponential backoff with jitter).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import urllib3
+from kubernetes import client
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON with sorted keys, as kubectl sends it."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+class ApiError(Exception):
+    """A failed API call: ``code`` is the HTTP status (0: no answer), ``status`` the body."""
+
+    def __init__(self, *, code: int, reason: str, message: str,
+                 status: Mapping[str, Any] | None = None) -> None:
+        super().__init__(f"{code} {reason}: {message}" if code else message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.status = dict(status or {})
+
+    @property
+    def transient(self) -> bool:
+        """No answer, a server error, throttling or a timeout: a retry may succeed."""
+        return self.code == 0 or self.code >= 500 or self.code in (408, 429)
+
+
+def path(
+    *,
+    group_version: str,
+    resource: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """``/apis/<gv>[/namespaces/<ns>]/<resource>[/<name>[/<sub>]]`` (``/api/v1`` for core)."""
+    parts = ["/api/v1" if group_version == "v1" else f"/apis/{group_version}"]
+    if namespace is not None:
+        parts.append(f"namespaces/{quote(namespace, safe='')}")
+    parts.append(resource)
+    if name is not None:
+        parts.append(quote(name, safe=""))
+        if subresource:
+            parts.append(subresource)
+    return "/".join(parts)
+
+
+def selector(**fields: str) -> str:
+    """``spec.nodeName=n,spec.driver=d`` from ``spec_nodeName=...`` style keyword pairs."""
+    return ",".join(f"{k}={v}" for k, v in fields.items())
+
+
+class KubeApi:
+    """Plain-dict requests against one API server."""
+
+    def __init__(self, *, api_client: client.ApiClient, timeout: float = 10.0) -> None:
+        self.api_client = api_client
+        self.timeout = timeout
+        self._pool = api_client.rest_client.pool_manager
+
+    def _send(self, method: str, url_path: str, *, query: Sequence[tuple[str, str]] = (),
+              body: bytes | None = None, content_type: str = "application/json",
+              timeout: float | None = None, stream: bool = False) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        _, url, headers, _, _ = self.api_client.param_serialize(
+            method=method, resource_path=url_path, query_params=list(query),
+            header_params=headers, auth_settings=["BearerToken"])
+        try:
+            resp = self._pool.request(
+                method, url, body=body, headers=headers, preload_content=not stream,
+                timeout=urllib3.Timeout(connect=self.timeout, read=timeout or self.timeout))
+        except urllib3.exceptions.HTTPError as exc:
+            raise ApiError(code=0, reason="Unreachable",
+                           message=f"{method} {url_path}: {exc}") from exc
+        if resp.status >= 400:
+            data = resp.data if not stream else resp.read()
+            raise _error(resp.status, resp.reason or "", data, f"{method} {url_path}")
+        return resp
+
+    def request(self, method: str, url_path: str, *, query: Sequence[tuple[str, str]] = (),
+                body: Any = None, content_type: str = "application/json",
+                timeout: float | None = None) -> dict[str, Any]:
+        """One request; the decoded JSON answer."""
+        raw = None if body is None else dumps(body)
+        resp = self._send(method, url_path, query=query, body=raw, content_type=content_type,
+                          timeout=timeout)
+        try:
+            data: dict[str, Any] = json.loads(resp.data) if resp.data else {}
+        except ValueError as exc:
+            raise ApiError(code=resp.status, reason="BadResponse",
+                           message=f"{method} {url_path}: not JSON: {exc}") from exc
+        return data
+
+    def get(self, url_path: str, **kw: Any) -> dict[str, Any]:
+        return self.request("GET", url_path, **kw)
+
+    def list(self, url_path: str, *, field_selector: str = "", label_selector: str = "",
+             **kw: Any) -> dict[str, Any]:
+        query = [(k, v) for k, v in (("fieldSelector", field_selector),
+                                     ("labelSelector", label_selector)) if v]
+        return self.request("GET", url_path, query=query, **kw)
+
+    def create(self, url_path: str, obj: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
+        return self.request("POST", url_path, body=obj, **kw)
+
+    def replace(self, url_path: str, obj: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
+        return self.request("PUT", url_path, body=obj, **kw)
+
+    def patch(self, url_path: str, patch: Any, *, content_type: str = MERGE_PATCH,
+              **kw: Any) -> dict[str, Any]:
+        return self.request("PATCH", url_path, body=patch, content_type=content_type, **kw)
+
+    def delete(self, url_path: str, *, precondition_uid: str | None = None,
+               precondition_resource_version: str | None = None,
+               **kw: Any) -> dict[str, Any]:
+        pre = {k: v for k, v in (("uid", precondition_uid),
+                                 ("resourceVersion", precondition_resource_version)) if v}
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": pre} if pre else None
+        return self.request("DELETE", url_path, body=body, **kw)
+
+    def watch(self, url_path: str, *, resource_version: str, field_selector: str = "",
+              label_selector: str = "", timeout_seconds: int = 300,
+              bookmarks: bool = True) -> Iterator[dict[str, Any]]:
+        """The events of one watch request (ends when the server closes it).
+
+        An ``ERROR`` event is raised as ``ApiError`` (410 Gone: re-list and watch again).
+        """
+        query = [("watch", "1"), ("resourceVersion", resource_version),
+                 ("timeoutSeconds", str(timeout_seconds))]
+        if bookmarks:
+            query.append(("allowWatchBookmarks", "true"))
+        query += [(k, v) for k, v in (("fieldSelector", field_selector),
+                                      ("labelSelector", label_selector)) if v]
+        resp = self._send("GET", url_path, query=query, stream=True,
+                          timeout=timeout_seconds + 30)
+        try:
+            buffer = b""
+            for chunk in resp.stream(65536, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield _event(line, url_path)
+            if buffer.strip():
+                yield _event(buffer, url_path)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiError(code=0, reason="Unreachable",
+                           message=f"watch {url_path}: {exc}") from exc
+        finally:
+            resp.release_conn()
+
+
+def _event(line: bytes, where: str) -> dict[str, Any]:
+    try:
+        event: dict[str, Any] = json.loads(line)
+    except ValueError as exc:
+        raise ApiError(code=0, reason="BadResponse",
+                       message=f"watch {where}: not JSON: {exc}") from exc
+    if event.get("type") == "ERROR":
+        status = event.get("object") or {}
+        raise ApiError(code=int(status.get("code") or 500), reason=str(status.get("reason", "")),
+                       message=str(status.get("message", "")), status=status)
+    return event
+
+
+def _error(code: int, reason: str, data: bytes, what: str) -> ApiError:
+    try:
+        status = json.loads(data)
+    except ValueError:
+        status = None
+    if isinstance(status, dict) and status.get("kind") == "Status":
+        return ApiError(code=code, reason=str(status.get("reason") or reason),
+                        message=str(status.get("message", "")), status=status)
+    text = data.decode(errors="replace")[:500]
+    return ApiError(code=code, reason=reason, message=f"{what}: {text}")
+
+
+class Backoff:
+    """Exponential backoff with full jitter: 0.2 s, 0.4 s, … capped at ``maximum``."""
+
+    def __init__(self, *, initial: float = 0.2, maximum: float = 30.0, factor: float = 2.0,
+                 rng: random.Random | None = None) -> None:
+        self.initial, self.maximum, self.factor = initial, maximum, factor
+        self._next = initial
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        delay = self._rng.uniform(self._next / 2, self._next)
+        self._next = min(self._next * self.factor, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+def with_retries(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    attempts: int = 5,
+    backoff: Backoff | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    retry_on: Callable[[ApiError], bool] = lambda e: e.transient,
+) -> T:
+    """Call ``fn``; on a retryable ``ApiError`` wait and try again, ``attempts`` times in all."""
+    backoff = backoff or Backoff()
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except ApiError as exc:
+            if attempt == attempts or not retry_on(exc):
+                raise
+            delay = backoff.next()
+            log.warning(f"{what} failed, retrying in {delay:.2f}s: {exc}",
+                        extra={"attempt": attempt, "code": exc.code})
+            sleep(delay)
+    raise AssertionError("unreachable")
