@@ -10,7 +10,9 @@ Order of calls over the life of a plugin process:
 
 1. ``dra_setup`` once, first.
 2. ``dra_driver_info`` once, right after ``dra_setup``.
-3. ``dra_inventory`` whenever the framework publishes devices (the ResourceSlice publisher).
+3. ``dra_inventory`` and ``dra_counter_sets`` whenever ``serve`` publishes this node's devices
+   (at start, on ``inventory_changed``, at every resync); ``dra_cluster_pools`` likewise in
+   ``dra-framework controller``.
 4. ``dra_decode_config`` for each opaque config entry of a claim, before ``dra_prepare_claim``.
 5. ``dra_prepare_claim`` / ``dra_unprepare_claim`` for claims, serialized per driver across
    processes (never two at once for one driver on a node).
@@ -32,9 +34,11 @@ from .models import (
     AllocatedDevice,
     BackendSettings,
     ClaimRef,
+    CounterSet,
     Device,
     DeviceHealth,
     DriverInfo,
+    Pool,
     PreparedDevice,
 )
 
@@ -72,6 +76,25 @@ def dra_inventory() -> Sequence[Device]:
 
     Called when devices are published and at every resync; it must be cheap enough to call
     every few seconds and must not change its answer unless the hardware changed.
+    """
+
+
+@hookspec(firstresult=True)
+def dra_counter_sets() -> Sequence[CounterSet]:
+    """Return the shared counter sets of this node's pool (partitionable devices).
+
+    Optional.  Devices of ``dra_inventory`` name these sets in ``consumes_counters``; the
+    publisher puts counter sets in slices of their own, as Kubernetes 1.35+ requires.
+    """
+
+
+@hookspec(firstresult=True)
+def dra_cluster_pools() -> Sequence[Pool]:
+    """Return pools that are not tied to one node (for example license seats).
+
+    Optional.  Called by ``dra-framework controller``, never by ``serve``: one leader-elected
+    replica publishes these pools with ``nodeSelector``, ``allNodes`` or per-device node
+    selection.  Pool names must be unique per driver and must not be node names.
     """
 
 

@@ -23,9 +23,11 @@ from .models import (
     AllocatedDevice,
     BackendSettings,
     ClaimRef,
+    CounterSet,
     Device,
     DeviceHealth,
     DriverInfo,
+    Pool,
     PreparedDevice,
 )
 
@@ -120,6 +122,12 @@ class Backend:
 
     def inventory(self) -> Sequence[Device]:
         return list(self.pm.hook.dra_inventory() or ())
+
+    def counter_sets(self) -> list[CounterSet]:
+        return list(self.pm.hook.dra_counter_sets() or ())
+
+    def cluster_pools(self) -> list[Pool]:
+        return list(self.pm.hook.dra_cluster_pools() or ())
 
     def decode_config(self, parameters: Mapping[str, Any]) -> Any:
         try:

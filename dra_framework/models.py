@@ -16,7 +16,7 @@ plain objects.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -51,16 +51,66 @@ class DriverInfo:
 
 
 @attrs.frozen
+class DeviceTaint:
+    """A taint on a device (``NoSchedule``, ``NoExecute`` or, from 1.35, ``None``)."""
+
+    key: str
+    effect: str
+    value: str = ""
+    time_added: str = ""
+
+
+@attrs.frozen
+class CounterSet:
+    """Shared counters of a pool (``sharedCounters``): counter name → quantity."""
+
+    name: str
+    counters: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class CounterConsumption:
+    """What a device takes from a counter set (``consumesCounters``): name → quantity."""
+
+    counter_set: str
+    counters: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
 class Device:
-    """One device of the node-local pool, as it will appear in a ResourceSlice.
+    """One device of a pool, as it will appear in a ResourceSlice.
 
     ``attributes`` keys are qualified names (``id`` or ``domain/id``); ``capacity`` values are
-    Kubernetes quantities (``"80Gi"``, ``"4"``).
+    Kubernetes quantities (``"80Gi"``, ``"4"``).  ``consumes_counters`` and ``taints`` need
+    the partitionable-devices and device-taints features of the cluster.  ``node_name``,
+    ``node_selector`` (a core ``NodeSelector`` as JSON) and ``all_nodes`` are only for pools
+    with ``per_device_node_selection``; exactly one of them is then set.
     """
 
     name: str
     attributes: Mapping[str, AttributeValue] = attrs.field(factory=dict)
     capacity: Mapping[str, str] = attrs.field(factory=dict)
+    consumes_counters: tuple[CounterConsumption, ...] = ()
+    taints: tuple[DeviceTaint, ...] = ()
+    node_name: str | None = None
+    node_selector: Mapping[str, Any] | None = None
+    all_nodes: bool | None = None
+
+
+@attrs.frozen
+class Pool:
+    """A pool that is not tied to one node, published by ``dra-framework controller``.
+
+    Exactly one of ``node_selector`` (a core ``NodeSelector`` as JSON), ``all_nodes`` and
+    ``per_device_node_selection`` says where its devices can be used.
+    """
+
+    name: str
+    devices: tuple[Device, ...] = ()
+    shared_counters: tuple[CounterSet, ...] = ()
+    node_selector: Mapping[str, Any] | None = None
+    all_nodes: bool = False
+    per_device_node_selection: bool = False
 
 
 @attrs.frozen
@@ -213,16 +263,23 @@ class DeviceHealth:
     timeout_seconds: int = 0
 
 
+def _nothing() -> None:
+    return None
+
+
 @attrs.frozen
 class BackendSettings:
     """What the framework tells a backend once, in ``dra_setup``.
 
     ``options`` come from the ``serve`` command line (``--backend-option NAME.KEY=VALUE``), the
     environment and the config file, as strings or YAML values; ``state_dir`` is a directory the
-    backend may use for its own files; it survives restarts of the plugin.
+    backend may use for its own files; it survives restarts of the plugin.  Call
+    ``inventory_changed()`` (from any thread) when devices appear, vanish or change: the
+    framework then publishes the new inventory without waiting for the next periodic resync.
     """
 
     backend: str
     node_name: str
     state_dir: str
     options: Mapping[str, Any] = attrs.field(factory=dict)
+    inventory_changed: Callable[[], None] = attrs.field(default=_nothing, eq=False)
