@@ -131,3 +131,22 @@ def test_shutdown_is_called() -> None:
     plugin = Minimal()
     Backend(name="min", plugin=plugin).shutdown()
     assert plugin.shutdowns == 1
+
+
+def test_pool_hooks_are_optional_and_passed_through() -> None:
+    from dra_framework import CounterSet, Device, Pool
+
+    class Partitioned(Minimal):
+        @hookimpl
+        def dra_counter_sets(self) -> list[CounterSet]:
+            return [CounterSet(name="gpu-0-counters", counters={"memory": "80Gi"})]
+
+        @hookimpl
+        def dra_cluster_pools(self) -> list[Pool]:
+            return [Pool(name="seats", devices=(Device(name="seat-0"),), all_nodes=True)]
+
+    b = Backend(name="p", plugin=Partitioned())
+    assert b.counter_sets()[0].counters == {"memory": "80Gi"}
+    assert b.cluster_pools()[0].all_nodes
+    plain = Backend(name="min", plugin=Minimal())
+    assert plain.counter_sets() == [] and plain.cluster_pools() == []
