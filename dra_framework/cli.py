@@ -91,6 +91,12 @@ def main() -> None:
               help="HOST:PORT for Prometheus /metrics (empty: off).")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="text",
               show_default=True, envvar=_env("log_format"), show_envvar=True)
+@click.option("--publish/--no-publish", default=True, show_default=True,
+              envvar=_env("publish"), show_envvar=True,
+              help="Publish this node's devices as ResourceSlices.")
+@click.option("--resync-interval", type=float, default=60.0, show_default=True,
+              envvar=_env("resync_interval"), show_envvar=True,
+              help="Seconds between full ResourceSlice resyncs.")
 @click.option("-v", "--verbose", "verbosity", count=True, help="More logs (-v debug).")
 @click.option("--boot-id-file", default=BOOT_ID_FILE, show_default=True, hidden=True,
               envvar=_env("boot_id_file"))
@@ -107,6 +113,8 @@ def serve(
     state_dir: str | None,
     rolling_update_uid: str,
     metrics_address: str,
+    publish: bool,
+    resync_interval: float,
     log_format: str,
     verbosity: int,
     boot_id_file: str,
@@ -128,6 +136,7 @@ def serve(
             registry_dir=kubelet_registry_dir, plugins_dir=kubelet_plugins_dir,
             cdi_root=cdi_root, state_dir=state_dir, rolling_update_uid=rolling_update_uid,
             backend_options=parse_backend_options(backend_option), boot_id_file=boot_id_file,
+            publish=publish, resync_interval=resync_interval,
         )
         if print_config:
             settings = {**attrs.asdict(config), "metrics_address": metrics_address,

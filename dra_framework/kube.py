@@ -15,14 +15,27 @@ from typing import Any
 
 from kubernetes import client, config
 
-from .errors import ClaimMismatchError, TransientApiError
+from .errors import ClaimMismatchError, SetupError, TransientApiError
 from .models import ClaimRef
-from .rest import ApiError, KubeApi, path
+from .apiversions import V1, ResourceApi
+from .rest import ApiError, KubeApi
 
 
 def load_api_client(*, kubeconfig: str | None = None) -> client.ApiClient:
     """An ApiClient from ``kubeconfig`` if given, else in-cluster config, else ~/.kube/config."""
     cfg = client.Configuration()
+    try:
+        _load(cfg, kubeconfig)
+    except (config.ConfigException, OSError, ValueError) as exc:
+        where = kubeconfig or ("the in-cluster service account"
+                               if os.environ.get("KUBERNETES_SERVICE_HOST") else "~/.kube/config")
+        raise SetupError(f"cannot load the Kubernetes client configuration from {where}: "
+                         f"{exc}") from exc
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, 16)
+    return client.ApiClient(configuration=cfg)
+
+
+def _load(cfg: client.Configuration, kubeconfig: str | None) -> None:
     if kubeconfig:
         config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=cfg)
@@ -31,22 +44,21 @@ def load_api_client(*, kubeconfig: str | None = None) -> client.ApiClient:
             client_configuration=cfg)
     else:
         config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, 16)
-    return client.ApiClient(configuration=cfg)
 
 
 class ClaimReader:
     """Reads ResourceClaims from ``resource.k8s.io/v1`` as plain dicts."""
 
-    def __init__(self, *, api: KubeApi) -> None:
+    def __init__(self, *, api: KubeApi, resources: ResourceApi = V1) -> None:
         self._api = api
+        self._resources = resources
 
     def get(self, claim: ClaimRef) -> Mapping[str, Any]:
         """The claim named by ``claim`` (by namespace/name); errors are claim errors."""
-        url = path(group_version="resource.k8s.io/v1", resource="resourceclaims",
-                   namespace=claim.namespace, name=claim.name)
+        url = self._resources.path("resourceclaims", namespace=claim.namespace,
+                                   name=claim.name)
         try:
-            return self._api.get(url)
+            return self._resources.to_v1(self._api.get(url), kind="ResourceClaim")
         except ApiError as exc:
             where = f"ResourceClaim {claim.namespace}/{claim.name}"
             if exc.code == 404:

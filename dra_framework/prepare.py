@@ -31,6 +31,7 @@ import attrs
 from . import faults
 from .allocation import allocated_devices
 from .cdi import CdiSpecStore
+from .claimstatus import ClaimStatusWriter
 from .checkpoint import Checkpoint, ClaimRecord, RecordedDevice
 from .errors import ClaimError, ConfigError, DeviceInUseError, SetupError, StateError
 from .loader import Backend
@@ -112,6 +113,7 @@ class ClaimPreparer:
         cdi_root: str | Path,
         boot_id: str,
         fetch_workers: int = 8,
+        status: ClaimStatusWriter | None = None,
     ) -> None:
         self.backend = backend
         self.driver = backend.info.driver_name
@@ -120,6 +122,7 @@ class ClaimPreparer:
         self.lock = SerializeLock(directory=state_dir)
         self.cdi = CdiSpecStore(root=cdi_root, kind=backend.info.cdi_kind)
         self._boot_id = boot_id
+        self._status = status
         self._pool = ThreadPoolExecutor(max_workers=fetch_workers,
                                         thread_name_prefix=f"fetch-{self.driver}")
 
@@ -258,6 +261,8 @@ class ClaimPreparer:
         self.checkpoint.put(final, sync_dir=False)
         faults.point("prepare:committed")
         PREPARED_CLAIMS.labels(self.driver).inc()
+        if self._status is not None:
+            self._status.claim_prepared(final)  # queued; never blocks or fails the prepare
         return _answer(final)
 
     def _write_cdi(
@@ -318,6 +323,11 @@ class ClaimPreparer:
         faults.point("unprepare:cdi-removed")
         self.checkpoint.release_devices(record)
         self.checkpoint.delete(claim.uid)
+        if self._status is not None:
+            self._status.claim_unprepared(record)
+        forget = getattr(self._claims, "forget", None)
+        if forget is not None:  # a cache must not answer from an allocation now undone
+            forget(claim)
         if record.phase == "prepared":
             PREPARED_CLAIMS.labels(self.driver).dec()
         return "unprepared"

@@ -89,9 +89,11 @@ class KubeApi:
         self.timeout = timeout
         self._pool = api_client.rest_client.pool_manager
 
-    def _send(self, method: str, url_path: str, *, query: Sequence[tuple[str, str]] = (),
-              body: bytes | None = None, content_type: str = "application/json",
-              timeout: float | None = None, stream: bool = False) -> Any:
+    def send(self, method: str, url_path: str, *, query: Sequence[tuple[str, str]] = (),
+             body: bytes | None = None, content_type: str = "application/json",
+             timeout: float | None = None, stream: bool = False) -> Any:
+        """One raw request: ``body`` goes out as given; the urllib3 response comes back
+        (unread when ``stream``).  HTTP errors are raised as ``ApiError``."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -115,7 +117,7 @@ class KubeApi:
                 timeout: float | None = None) -> dict[str, Any]:
         """One request; the decoded JSON answer."""
         raw = None if body is None else dumps(body)
-        resp = self._send(method, url_path, query=query, body=raw, content_type=content_type,
+        resp = self.send(method, url_path, query=query, body=raw, content_type=content_type,
                           timeout=timeout)
         try:
             data: dict[str, Any] = json.loads(resp.data) if resp.data else {}
@@ -164,7 +166,7 @@ class KubeApi:
             query.append(("allowWatchBookmarks", "true"))
         query += [(k, v) for k, v in (("fieldSelector", field_selector),
                                       ("labelSelector", label_selector)) if v]
-        resp = self._send("GET", url_path, query=query, stream=True,
+        resp = self.send("GET", url_path, query=query, stream=True,
                           timeout=timeout_seconds + 30)
         try:
             buffer = b""

@@ -14,9 +14,13 @@ hardware, so it exercises every part of the backend contract:
   so tests can see what a crash leaked and what roll-back removed;
 * health — every device healthy unless a file ``unhealthy/<device>`` exists in the state dir.
 
+* cluster pool — with ``seats`` > 0, a pool ``seats`` of that many ``seat-N`` devices usable
+  from every node (``allNodes``), published by ``dra-framework controller``: the shape of a
+  software-license pool.
+
 Options (``--backend-option example.KEY=VALUE``): ``driver_name`` (default
 ``gpu.example.com``), ``devices`` (default 8), ``prepare_delay`` seconds (default 0), ``health``
-(default true).
+(default true), ``seats`` (default 0).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ..models import (
     DeviceNode,
     DriverInfo,
     HealthStatus,
+    Pool,
     PreparedDevice,
     Version,
 )
@@ -56,6 +61,7 @@ class ExampleOptions:
     devices: int = attrs.field(default=8)
     prepare_delay: float = 0.0
     health: bool = True
+    seats: int = 0
 
     @devices.validator
     def _check_devices(self, _: attrs.Attribute[int], value: int) -> None:
@@ -152,6 +158,16 @@ class ExampleBackend:
             )
             for i in range(self.options.devices)
         ]
+
+    @hookimpl
+    def dra_cluster_pools(self) -> Sequence[Pool]:
+        if not self.options.seats:
+            return []
+        devices = tuple(
+            Device(name=f"seat-{i}", attributes={"kind": "seat", "index": i})
+            for i in range(self.options.seats)
+        )
+        return [Pool(name="seats", devices=devices, all_nodes=True)]
 
     @hookimpl
     def dra_decode_config(self, parameters: Mapping[str, Any]) -> Any:

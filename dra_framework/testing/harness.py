@@ -14,6 +14,7 @@ real ``kubernetes`` client from ``FakeApiServer`` over HTTP and answering over r
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,12 @@ class PluginHarness:
         if boot_id is not None:
             self.boot_id = boot_id
         self.boot_id_file.write_text(self.boot_id + "\n")
+        if self.api.get("nodes", self.config.node_name) is None:
+            self.api.seed({"apiVersion": "v1", "kind": "Node", "metadata": {
+                "name": self.config.node_name, "uid": str(uuid.uuid4())}})
         self.node = Node(self.config)
         self.node.start()
+        self.node.wait_ready(10)
 
     def stop(self) -> None:
         for conn in self._connections:

@@ -138,7 +138,11 @@ def test_corrupt_state_file_is_set_aside(node: PluginHarness) -> None:
 
 
 def test_api_server_error_is_a_claim_error(node: PluginHarness) -> None:
-    c = claim(node, "flaky", "gpu-1")
+    """A claim the cache does not hold (its node selector is by label) is read live."""
+    obj = allocated_claim(name="flaky", results=[Result(request="gpu", device="gpu-1")])
+    obj["status"]["allocation"]["nodeSelector"] = {"nodeSelectorTerms": [{"matchExpressions": [
+        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-1"]}]}]}
+    c = node.add_claim(obj)
     conn = node.connect()
     node.api.fail_next(method="GET", resource="resourceclaims", status=500)
     err = conn.prepare([c])[c.uid].error
