@@ -15,9 +15,9 @@ from typing import Any
 
 from kubernetes import client, config
 
+from .apiversions import V1, ResourceApi
 from .errors import ClaimMismatchError, SetupError, TransientApiError
 from .models import ClaimRef
-from .apiversions import V1, ResourceApi
 from .rest import ApiError, KubeApi
 
 

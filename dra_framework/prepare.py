@@ -31,8 +31,8 @@ import attrs
 from . import faults
 from .allocation import allocated_devices
 from .cdi import CdiSpecStore
-from .claimstatus import ClaimStatusWriter
 from .checkpoint import Checkpoint, ClaimRecord, RecordedDevice
+from .claimstatus import ClaimStatusWriter
 from .errors import ClaimError, ConfigError, DeviceInUseError, SetupError, StateError
 from .loader import Backend
 from .locking import SerializeLock

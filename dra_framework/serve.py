@@ -17,10 +17,10 @@ from typing import Any
 
 import attrs
 
-from .errors import SetupError
 from .apiversions import V1, ResourceApi, discover
 from .claimcache import ClaimCache
 from .claimstatus import ClaimStatusWriter
+from .errors import SetupError
 from .kube import load_api_client
 from .loader import Backend
 from .models import BackendSettings
