@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ import click
 import yaml
 
 from . import logs, metrics
+from .controller import Controller, ControllerConfig
+from .doctor import doctor
 from .errors import DraError, SetupError
 from .loader import Backend, installed_backends
 from .plugin import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
@@ -64,19 +67,55 @@ def main() -> None:
     """Kubernetes DRA drivers built from pluggable backends."""
 
 
+_COMMON = [
+    click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+                 callback=_load_config, envvar=_env("config"), show_envvar=True,
+                 help="YAML file with default values for these options."),
+    click.option("--backend-option", "backend_option", multiple=True,
+                 envvar=_env("backend_option"), show_envvar=True,
+                 help="BACKEND.KEY=VALUE option for a backend (repeatable)."),
+    click.option("--kubeconfig", envvar=_env("kubeconfig"), show_envvar=True,
+                 help="Kubeconfig file [default: in-cluster config, else ~/.kube/config]."),
+    click.option("--metrics-address", default="", envvar=_env("metrics_address"),
+                 show_envvar=True, help="HOST:PORT for Prometheus /metrics (empty: off)."),
+    click.option("--log-format", type=click.Choice(["json", "text"]), default="text",
+                 show_default=True, envvar=_env("log_format"), show_envvar=True),
+    click.option("-v", "--verbose", "verbosity", count=True, help="More logs (-v debug)."),
+]
+
+
+def common_options(fn: Any) -> Any:
+    """The options every long-running command shares (config file, API, logs, metrics)."""
+    for option in reversed(_COMMON):
+        fn = option(fn)
+    return fn
+
+
+def _run(make: Callable[[], Node | Controller], *, metrics_address: str) -> None:
+    """Build and run a ``Node`` or ``Controller`` until SIGTERM/SIGINT; errors exit 1."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _: Any) -> None:
+        log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        if metrics_address:
+            metrics.serve(metrics_address)
+        make().run_until(stop)
+    except DraError as exc:
+        log.error(str(exc))
+        raise SystemExit(1) from exc
+
+
 @main.command()
-@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
-              callback=_load_config, envvar=_env("config"), show_envvar=True,
-              help="YAML file with default values for these options.")
+@common_options
 @click.option("--backend", "backends", multiple=True, envvar=_env("backend"), show_envvar=True,
               help="Backend to serve (repeat for several); see `dra-framework backends`.")
-@click.option("--backend-option", "backend_option", multiple=True,
-              envvar=_env("backend_option"), show_envvar=True,
-              help="BACKEND.KEY=VALUE option for a backend (repeatable).")
 @click.option("--node-name", envvar=[_env("node_name"), "NODE_NAME"], show_envvar=True,
               help="Name of this node [default: $NODE_NAME].")
-@click.option("--kubeconfig", envvar=_env("kubeconfig"), show_envvar=True,
-              help="Kubeconfig file [default: in-cluster config, else ~/.kube/config].")
 @click.option("--kubelet-registry-dir", default=DEFAULT_REGISTRY_DIR, show_default=True,
               envvar=_env("kubelet_registry_dir"), show_envvar=True)
 @click.option("--kubelet-plugins-dir", default=DEFAULT_PLUGINS_DIR, show_default=True,
@@ -87,17 +126,12 @@ def main() -> None:
               help="Root of the checkpoints [default: the kubelet plugins dir].")
 @click.option("--rolling-update-uid", default="", envvar=_env("rolling_update_uid"),
               show_envvar=True, help="Pod UID: per-pod socket names for rolling updates.")
-@click.option("--metrics-address", default="", envvar=_env("metrics_address"), show_envvar=True,
-              help="HOST:PORT for Prometheus /metrics (empty: off).")
-@click.option("--log-format", type=click.Choice(["json", "text"]), default="text",
-              show_default=True, envvar=_env("log_format"), show_envvar=True)
 @click.option("--publish/--no-publish", default=True, show_default=True,
               envvar=_env("publish"), show_envvar=True,
               help="Publish this node's devices as ResourceSlices.")
 @click.option("--resync-interval", type=float, default=60.0, show_default=True,
               envvar=_env("resync_interval"), show_envvar=True,
               help="Seconds between full ResourceSlice resyncs.")
-@click.option("-v", "--verbose", "verbosity", count=True, help="More logs (-v debug).")
 @click.option("--boot-id-file", default=BOOT_ID_FILE, show_default=True, hidden=True,
               envvar=_env("boot_id_file"))
 @click.option("--print-config", is_flag=True,
@@ -122,14 +156,6 @@ def serve(
 ) -> None:
     """Run the DRA kubelet plugin of each selected backend until SIGTERM/SIGINT."""
     logs.configure(fmt=log_format, verbosity=verbosity)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _: Any) -> None:
-        log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
     try:
         config = ServeConfig(
             backends=tuple(backends), node_name=node_name or "", kubeconfig=kubeconfig,
@@ -138,17 +164,60 @@ def serve(
             backend_options=parse_backend_options(backend_option), boot_id_file=boot_id_file,
             publish=publish, resync_interval=resync_interval,
         )
-        if print_config:
-            settings = {**attrs.asdict(config), "metrics_address": metrics_address,
-                        "log_format": log_format, "verbosity": verbosity}
-            click.echo(json.dumps(settings, indent=2, sort_keys=True))
-            return
-        if metrics_address:
-            metrics.serve(metrics_address)
-        Node(config).run_until(stop)
     except DraError as exc:
         log.error(str(exc))
         raise SystemExit(1) from exc
+    if print_config:
+        settings = {**attrs.asdict(config), "metrics_address": metrics_address,
+                    "log_format": log_format, "verbosity": verbosity}
+        click.echo(json.dumps(settings, indent=2, sort_keys=True))
+        return
+    _run(lambda: Node(config), metrics_address=metrics_address)
+
+
+@main.command()
+@common_options
+@click.option("--backend", required=True, envvar=_env("backend"), show_envvar=True,
+              help="Backend whose cluster-wide pools to publish.")
+@click.option("--lease-namespace", default="default", show_default=True,
+              envvar=[_env("lease_namespace"), "POD_NAMESPACE"], show_envvar=True,
+              help="Namespace of the leader-election Lease.")
+@click.option("--lease-name", default="", envvar=_env("lease_name"), show_envvar=True,
+              help="Name of the Lease [default: <driver>-controller].")
+@click.option("--identity", default=None, envvar=[_env("identity"), "POD_NAME"],
+              show_envvar=True, help="This replica's name in the Lease [default: host + uuid].")
+@click.option("--lease-duration", type=float, default=15.0, show_default=True,
+              envvar=_env("lease_duration"))
+@click.option("--renew-deadline", type=float, default=10.0, show_default=True,
+              envvar=_env("renew_deadline"))
+@click.option("--retry-period", type=float, default=2.0, show_default=True,
+              envvar=_env("retry_period"))
+@click.option("--resync-interval", type=float, default=60.0, show_default=True,
+              envvar=_env("resync_interval"))
+@click.option("--state-dir", envvar=_env("state_dir"), show_envvar=True,
+              help="Directory for the backend's own files.")
+def controller(
+    backend: str, backend_option: tuple[str, ...], kubeconfig: str | None,
+    metrics_address: str, log_format: str, verbosity: int, lease_namespace: str,
+    lease_name: str, identity: str | None, lease_duration: float, renew_deadline: float,
+    retry_period: float, resync_interval: float, state_dir: str | None,
+) -> None:
+    """Publish a backend's cluster-wide pools, with leader election among replicas."""
+    logs.configure(fmt=log_format, verbosity=verbosity)
+    try:
+        config = ControllerConfig(
+            backend=backend, kubeconfig=kubeconfig, lease_namespace=lease_namespace,
+            lease_name=lease_name, identity=identity, lease_duration=lease_duration,
+            renew_deadline=renew_deadline, retry_period=retry_period,
+            resync_interval=resync_interval, state_dir=state_dir,
+            backend_options=parse_backend_options(backend_option))
+    except DraError as exc:
+        log.error(str(exc))
+        raise SystemExit(1) from exc
+    _run(lambda: Controller(config), metrics_address=metrics_address)
+
+
+main.add_command(doctor)
 
 
 @main.command("backends")

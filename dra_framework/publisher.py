@@ -132,6 +132,7 @@ class SlicePublisher:
         self._dropped: frozenset[FieldPath] = frozenset()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._watching = threading.Event()
         self._threads: list[threading.Thread] = []
         selector = f"spec.driver={driver}"
         self._selector = selector + (f",spec.nodeName={node_name}" if node_name else "")
@@ -147,9 +148,11 @@ class SlicePublisher:
             return
         # A fresh event per start: a watch thread of an earlier start may still be blocked.
         self._stopping = stopping = threading.Event()
+        # The worker starts once the watcher has listed, so that no change goes unseen.
+        self._watching = watching = threading.Event()
         self._wake.set()
         for target, role in ((self._run, "worker"), (self._watch_loop, "watch")):
-            thread = threading.Thread(target=target, args=(stopping,), daemon=True,
+            thread = threading.Thread(target=target, args=(stopping, watching), daemon=True,
                                       name=f"slices-{role}-{self.driver}")
             thread.start()
             self._threads.append(thread)
@@ -161,6 +164,7 @@ class SlicePublisher:
         its thread is a daemon and does nothing after ``stop()``.
         """
         self._stopping.set()
+        self._watching.set()
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=timeout if thread.name.startswith("slices-worker") else 0.5)
@@ -364,9 +368,10 @@ class SlicePublisher:
                         extra={"driver": self.driver, "pool": plan.name})
 
     # -- threads ------------------------------------------------------------------------
-    def _run(self, stopping: threading.Event) -> None:
+    def _run(self, stopping: threading.Event, watching: threading.Event) -> None:
         backoff = Backoff(initial=self._retry_initial,
                           maximum=max(self.resync_interval, self._retry_initial))
+        watching.wait(timeout=10)
         due = self._clock()
         while not stopping.is_set():
             wait = due - self._clock()
@@ -414,7 +419,7 @@ class SlicePublisher:
                 return True
             return self._own_rv.get(name) != str(meta.get("resourceVersion"))
 
-    def _watch_loop(self, stopping: threading.Event) -> None:
+    def _watch_loop(self, stopping: threading.Event, watching: threading.Event) -> None:
         backoff = Backoff(initial=self._retry_initial, maximum=max(self.resync_interval, 1.0))
         version, relist = "", False
         while not stopping.is_set():
@@ -425,6 +430,7 @@ class SlicePublisher:
                     if relist:  # events may have been missed
                         self.trigger()
                     relist = True
+                    watching.set()
                 for event in self._api.watch(self._path, resource_version=version,
                                              field_selector=self._selector,
                                              timeout_seconds=self._watch_timeout):
@@ -441,7 +447,8 @@ class SlicePublisher:
             except ApiError as exc:
                 if stopping.is_set():
                     return
-                version = ""  # 410 Gone or a broken stream: list again, then reconcile
+                watching.set()
+                version, relist = "", True  # 410 Gone or a broken stream: list, reconcile
                 if exc.code != 410:
                     delay = backoff.next()
                     log.debug(f"watching ResourceSlices failed, again in {delay:.1f}s: {exc}",
@@ -449,5 +456,6 @@ class SlicePublisher:
                     stopping.wait(delay)
             except Exception:
                 log.exception("watching ResourceSlices failed", extra={"driver": self.driver})
-                version = ""
+                watching.set()
+                version, relist = "", True
                 stopping.wait(backoff.next())
