@@ -183,7 +183,9 @@ class SlicePublisher:
     def reconcile_once(self) -> PublishResult:
         """List, compare and write once (re-reading after conflicts).
 
-        Raises ``ApiError`` when the API cannot be used (after a few quick retries).
+        Invalid pools and writes the server refused are in the result, not raised.  Raises
+        ``ApiError`` when the API cannot be used (after a few quick retries), ``RuntimeError``
+        when ``pools()`` fails and ``TypeError`` when it returns the wrong kind of value.
         """
         with self._lock:
             result = PublishResult()
@@ -214,28 +216,21 @@ class SlicePublisher:
         except Exception as exc:
             PUBLISH_ERRORS.labels(self.driver, "backend").inc()
             raise RuntimeError(f"the backend failed to list its devices: {exc}") from exc
-        if self.node_name is not None:
-            if not isinstance(wanted, NodePool):
-                raise TypeError(f"pools() must return a NodePool, not {type(wanted).__name__}")
-            try:
-                return [node_pool_slices(driver=self.driver, node_name=self.node_name,
-                                         node_uid=self._get_node_uid(), pool=wanted)]
-            except (TypeError, ValueError) as exc:
-                return [(self.node_name, [str(exc)])]
-        if isinstance(wanted, NodePool):
-            raise TypeError("a cluster publisher needs pools(), not a NodePool")
+        if isinstance(wanted, NodePool) != (self.node_name is not None):
+            raise TypeError(f"pools() returned a {type(wanted).__name__}: a node-local "
+                            "publisher needs a NodePool, a cluster publisher Pools")
         out: list[PoolSlices | tuple[str, list[str]]] = []
-        seen: set[str] = set()
-        for pool in wanted:
-            if pool.name in seen:
-                out.append((pool.name, [f'pool "{pool.name}": Duplicate value: the pool is '
-                                        "listed twice"]))
-                continue
-            seen.add(pool.name)
+        for pool in [wanted] if isinstance(wanted, NodePool) else wanted:
+            name = (self.node_name or "") if isinstance(pool, NodePool) else pool.name
             try:
-                out.append(cluster_pool_slices(driver=self.driver, pool=pool))
+                if any((o.name if isinstance(o, PoolSlices) else o[0]) == name for o in out):
+                    raise ValueError(f'pool "{name}": Duplicate value: the pool is listed twice')
+                out.append(node_pool_slices(driver=self.driver, node_name=name,
+                                            node_uid=self._get_node_uid(), pool=pool)
+                           if isinstance(pool, NodePool) else
+                           cluster_pool_slices(driver=self.driver, pool=pool))
             except (TypeError, ValueError) as exc:
-                out.append((pool.name, [str(exc)]))
+                out.append((name, [str(exc)]))
         return out
 
     def _get_node_uid(self) -> str:
@@ -358,7 +353,7 @@ class SlicePublisher:
         meta = _meta(stored)
         with self._own_lock:
             self._own_rv[str(meta.get("name"))] = str(meta.get("resourceVersion"))
-        lost = dropped_fields(sent, _spec(stored)) - self._dropped
+        lost = dropped_fields(sent=sent, stored=_spec(stored)) - self._dropped
         if lost:
             self._dropped |= lost
             PUBLISH_ERRORS.labels(self.driver, "dropped_fields").inc()

@@ -297,7 +297,7 @@ def _loose_key(normal: Mapping[str, Any]) -> str:
     return json.dumps(strip(normal), sort_keys=True, default=str) if '"timeAdded"' in text else text
 
 
-def same(desired: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+def same(*, desired: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
     """Comparable forms equal, where a taint without ``timeAdded`` matches any time."""
     if desired == stored:
         return True
@@ -322,7 +322,7 @@ def _paths(node: Any, at: FieldPath = ()) -> set[FieldPath]:
     return out
 
 
-def dropped_fields(sent: Mapping[str, Any], stored: Mapping[str, Any]) -> set[FieldPath]:
+def dropped_fields(*, sent: Mapping[str, Any], stored: Mapping[str, Any]) -> set[FieldPath]:
     """Fields of the spec ``sent`` that the ``stored`` spec lacks (the topmost of each)."""
     missing = _paths(_clean(managed(sent))) - _paths(_clean(managed(stored)))
     return {p for p in missing if not any(p[:i] in missing for i in range(1, len(p)))}
@@ -418,7 +418,8 @@ def diff_pool(pool: PoolSlices, existing: Sequence[Mapping[str, Any]], *,
         refs = _meta(obj).get("ownerReferences") or []
         owned = pool.owner is None or any(
             all(ref.get(k) == v for k, v in pool.owner.items()) for ref in refs)
-        return not (owned and _spec(obj).get("pool") == target and same(want[i], have[pairs[i]]))
+        return not (owned and _spec(obj).get("pool") == target
+                    and same(desired=want[i], stored=have[pairs[i]]))
 
     create = tuple(i for i in range(count) if i not in pairs)
     update = [i for i in sorted(pairs) if stale(i, top)]

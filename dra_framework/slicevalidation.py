@@ -1,23 +1,16 @@
 """Validation of ResourceSlices before the API server sees them.
 
-The publisher checks every slice it is about to write against the limits of
-``resource.k8s.io/v1`` (kube-apiserver 1.35): names, driver, pool, node selection, device
-counts (128, or 64 with taints or counter consumption), attributes and capacities, counter
-sets, counter consumption and taints.  A backend that reports a 65-character model string
-then gets one error that names the device and the field,
+Every limit of ``resource.k8s.io/v1`` (kube-apiserver 1.35) that applies to a slice: names,
+driver, pool, node selection, devices per slice (128, or 64 with taints or counter
+consumption), attributes and capacities, counter sets, counter consumption, taints, and
+what spans the slices of a pool (unique device and counter-set names).  A backend that
+reports a 65-character model string gets an error naming the device and the field,
 
     device "gpu-3": attributes[model].string: Too long: may not be more than 64 bytes
 
-instead of a 422 for a whole slice whose index means nothing to its author, and the
-publisher can refuse just that pool and keep the others published.
-
-Everything here is pure and works on v1 JSON dicts (what ``dra_framework.slices`` builds),
-so hand-written slices can be checked as well.  All problems of a pool are collected, not
-only the first.  The wording follows the API server's (``Too long``, ``Too many``,
-``Invalid value``, ``Required value``) so that the two read alike in logs.
-
-``parse_quantity`` lives here too: a capacity or counter value must parse as a Kubernetes
-quantity, and the publisher compares quantities by value with it (``1024Mi`` == ``1Gi``).
+instead of a 422 for a whole slice, and the publisher can hold back just that pool.  Pure,
+on v1 JSON dicts; all problems are collected; the wording follows the API server's.
+``parse_quantity`` is here too: the publisher compares quantities by value with it.
 """
 
 from __future__ import annotations
@@ -114,7 +107,7 @@ def _subdomain(value: str, path: str, limit: int = 253) -> list[str]:
     return errs
 
 
-def driver_problems(driver: str, path: str = "driver") -> list[str]:
+def driver_problems(driver: str, *, path: str = "driver") -> list[str]:
     """A driver name: non-empty, at most 63, a DNS subdomain once lowercased."""
     if not driver:
         return [_required(path)]
@@ -124,7 +117,7 @@ def driver_problems(driver: str, path: str = "driver") -> list[str]:
     return errs
 
 
-def pool_name_problems(name: str, path: str = "pool.name") -> list[str]:
+def pool_name_problems(name: str, *, path: str = "pool.name") -> list[str]:
     """A pool name: non-empty, at most 253, each ``/``-separated part a DNS subdomain."""
     if not name:
         return [_required(path)]
@@ -134,7 +127,7 @@ def pool_name_problems(name: str, path: str = "pool.name") -> list[str]:
     return errs
 
 
-def qualified_name_problems(name: str, path: str) -> list[str]:
+def qualified_name_problems(name: str, *, path: str) -> list[str]:
     """An attribute or capacity name: ``<id>`` or ``<domain>/<id>``."""
     parts = name.split("/")
     if len(parts) > 2:
@@ -297,10 +290,10 @@ def device_problems(device: Mapping[str, Any], *, per_device_node_selection: boo
         errs.append(_invalid("attributes", total, "the total number of attributes and "
                              f"capacities must not exceed {MAX_ATTRIBUTES_AND_CAPACITIES}"))
     for key in sorted(attributes):
-        errs += qualified_name_problems(key, f"attributes[{key}]")
+        errs += qualified_name_problems(key, path=f"attributes[{key}]")
         errs += _attribute(attributes[key], f"attributes[{key}]")
     for key in sorted(capacity):
-        errs += qualified_name_problems(key, f"capacity[{key}]")
+        errs += qualified_name_problems(key, path=f"capacity[{key}]")
         errs += _quantity((capacity[key] or {}).get("value"), f"capacity[{key}].value")
     consumes = device.get("consumesCounters") or []
     if len(consumes) > MAX_CONSUMES_COUNTERS:
@@ -355,10 +348,10 @@ def slice_problems(obj: Mapping[str, Any], *, index: int = 0) -> list[str]:
                                                "metadata.generateName")]
     else:
         errs.append(where + _required("metadata.name", "name or generateName is required"))
-    errs += driver_problems(str(spec.get("driver") or ""), "driver")
+    errs += driver_problems(str(spec.get("driver") or ""))
     pool = spec.get("pool") or {}
     errs += [f'pool {_quote(pool.get("name") or "")}: ' + e
-             for e in pool_name_problems(str(pool.get("name") or ""), "name")]
+             for e in pool_name_problems(str(pool.get("name") or ""), path="name")]
     if not isinstance(gen := pool.get("generation", 0), int) or gen < 0:
         errs.append(_invalid("pool.generation", gen, "must be greater than or equal to zero"))
     if not isinstance(count := pool.get("resourceSliceCount", 0), int) or count <= 0:

@@ -298,3 +298,21 @@ def test_older_served_version_is_used_and_converted(version: str) -> None:
         assert {r.path for r in old.requests if r.method == "POST"} == {
             f"/apis/resource.k8s.io/{version}/resourceslices"}
         assert publisher.reconcile_once().writes == 0
+
+
+def test_pool_listed_twice_is_reported(gated_server: FakeApiServer) -> None:
+    inventory = Inventory([Pool(name="a", devices=gpus(1), all_nodes=True),
+                           Pool(name="a", devices=gpus(2), all_nodes=True)])
+    result = make_publisher(gated_server, inventory, node=None).reconcile_once()
+    assert result.invalid_pools == ["a"] and result.created == 1
+    assert device_names(slices(gated_server)) == ["gpu-0"]
+
+
+@pytest.mark.parametrize(("node", "value"), [
+    pytest.param(NODE, [Pool(name="a", all_nodes=True)], id="node-local-given-pools"),
+    pytest.param(None, NodePool(gpus(1)), id="cluster-given-a-node-pool"),
+])
+def test_wrong_kind_of_pools_is_a_type_error(server: FakeApiServer, node: str | None,
+                                             value: Any) -> None:
+    with pytest.raises(TypeError, match="pools\\(\\) returned"):
+        make_publisher(server, Inventory(value), node=node).reconcile_once()
