@@ -7,7 +7,10 @@ socket to the kubelet-wire client.  Prints:
 * p50/p99 of one NodePrepareResources with 1 claim of 1 device (API read included);
 * p50/p99 of a 64-claim batch;
 * prepare+unprepare cycles per second;
-* p50/p99 per-claim prepare with 10, 1,000 and 10,000 claims already prepared.
+* p50/p99 per-claim prepare with 10, 1,000 and 10,000 claims already prepared;
+
+first with one API read per claim (``--no-claim-cache``), then with the claims answered from
+the plugin's watch cache (the first three figures again).
 
 The API server runs in a process of its own (``bench/apiserver.py``), as a real one would, and
 claims are created in it through the API (``--api-in-process`` shares this process instead).
@@ -58,6 +61,7 @@ class RemoteApi:
         cfg = client.Configuration()
         cfg.host = url
         self._api = client.ResourceV1Api(client.ApiClient(cfg))
+        self._core = client.CoreV1Api(client.ApiClient(cfg))
 
     def write_kubeconfig(self, path: Path) -> Path:
         path.write_text(
@@ -67,8 +71,19 @@ class RemoteApi:
             "contexts: [{name: bench, context: {cluster: bench, user: bench}}]\n")
         return path
 
+    def get(self, resource: str, name: str, namespace: str | None = None) -> Any:
+        assert resource == "nodes"
+        try:
+            return self._core.read_node(name, _preload_content=False)
+        except client.exceptions.ApiException:
+            return None
+
     def seed(self, obj: Mapping[str, Any]) -> None:
-        """Create the claim, then write its status (allocation) like the scheduler does."""
+        """Create the object; a claim's status (allocation) is written after, as by the
+        scheduler."""
+        if obj.get("kind") == "Node":
+            self._core.create_node(dict(obj), _preload_content=False)
+            return
         meta = obj["metadata"]
         body = {k: v for k, v in obj.items() if k != "status"}
         body["metadata"] = {k: v for k, v in meta.items() if k != "uid"}
@@ -125,62 +140,88 @@ class Bench:
         return elapsed
 
 
-def run(args: argparse.Namespace) -> None:
-    scale = 0.2 if args.quick else 1.0
-    Path(args.state_root).mkdir(parents=True, exist_ok=True)
-    state_root = Path(tempfile.mkdtemp(prefix="dra-bench-", dir=args.state_root))
-    cdi = Path(tempfile.mkdtemp(prefix="dra-bench-cdi-", dir="/dev/shm")) if (
-        Path("/dev/shm").is_dir() and not args.cdi_on_disk) else state_root / "cdi"
-    print(f"python {platform.python_version()}, {os.cpu_count()} cpus, state {state_root}, "
-          f"cdi {cdi}")
-    api_context = FakeApiServer() if args.api_in_process else remote_api()
-    print("API server in " + ("this process" if args.api_in_process else "its own process"))
-    with api_context as api, PluginHarness(
-        root=state_root, api=api,  # type: ignore[arg-type]
-        backend_options={"example": {"devices": "12000"}}, cdi_root=cdi,
-    ) as h:
-        conn = h.connect()
-        b = Bench(h, conn)
-        spare = lambda n: "gpu-11999"  # noqa: E731  one device, prepared and unprepared in turn
+def measure(b: Bench, *, scale: float, cached: bool) -> None:
+    """Single prepares, cycles and 64-claim batches; with ``cached`` the claims are in the
+    plugin's claim cache before they are prepared."""
+    spare = lambda n: "gpu-11999"  # noqa: E731  one device, prepared and unprepared in turn
 
-        warm = b.claims(50, device=spare)
-        for c in warm:
-            b.prepare([c]); b.unprepare([c])  # noqa: E702
+    def ready(claims: list[ClaimRef]) -> list[ClaimRef]:
+        if cached:
+            node = b.h.node
+            assert node is not None
+            cache = node.caches[0]
+            deadline = time.monotonic() + 30
+            while not all(cache.cached(c.namespace, c.name) for c in claims):
+                assert time.monotonic() < deadline, "claims never reached the cache"
+                time.sleep(0.01)
+        return claims
 
-        n = int(1000 * scale)
-        single, cycle = [], []
-        for c in b.claims(n, device=spare):
+    for c in ready(b.claims(50, device=spare)):
+        b.prepare([c]); b.unprepare([c])  # noqa: E702  warm-up
+
+    n = int(1000 * scale)
+    single, cycle = [], []
+    for _ in range(0, n, 100):
+        for c in ready(b.claims(100, device=spare)):
             t = time.perf_counter()
             single.append(b.prepare([c]))
             b.unprepare([c])
             cycle.append(time.perf_counter() - t)
-        print(f"prepare 1 claim/1 device    p50 {pct(single, .5):6.2f} ms  "
-              f"p99 {pct(single, .99):6.2f} ms  (n={n}, API read included)")
-        print(f"prepare+unprepare cycles    {1 / statistics.mean(cycle):7.0f} /s")
+    source = "from the claim cache" if cached else "API read included"
+    print(f"  prepare 1 claim/1 device    p50 {pct(single, .5):6.2f} ms  "
+          f"p99 {pct(single, .99):6.2f} ms  (n={len(single)}, {source})")
+    print(f"  prepare+unprepare cycles    {1 / statistics.mean(cycle):7.0f} /s")
 
-        batches = []
-        for _ in range(int(50 * scale) or 5):
-            batch = b.claims(64, device=lambda i: f"gpu-{11000 + i % 64}")
-            batches.append(b.prepare(batch))
-            b.unprepare(batch)
-        print(f"prepare 64-claim batch      p50 {pct(batches, .5):6.2f} ms  "
-              f"p99 {pct(batches, .99):6.2f} ms  (n={len(batches)})")
+    batches = []
+    for _ in range(int(50 * scale) or 5):
+        batch = ready(b.claims(64, device=lambda i: f"gpu-{11000 + i % 64}"))
+        batches.append(b.prepare(batch))
+        b.unprepare(batch)
+    print(f"  prepare 64-claim batch      p50 {pct(batches, .5):6.2f} ms  "
+          f"p99 {pct(batches, .99):6.2f} ms  (n={len(batches)})")
 
-        prepared = 0
-        for target in (10, 1000, 10000):
-            while prepared < target:
-                count = min(64, target - prepared)
-                b.prepare([h.add_claim(allocated_claim(
-                    name=f"held-{prepared + k}",
-                    results=[Result(request="gpu", device=f"gpu-{prepared + k}")]))
-                    for k in range(count)])
-                prepared += count
-            samples = []
-            for c in b.claims(int(300 * scale), device=spare):
-                samples.append(b.prepare([c]))
-                b.unprepare([c])
-            print(f"with {target:>6} prepared      p50 {pct(samples, .5):6.2f} ms  "
-                  f"p99 {pct(samples, .99):6.2f} ms")
+
+def flatness(b: Bench, *, scale: float) -> None:
+    """Per-claim prepare with 10, 1,000 and 10,000 claims already prepared."""
+    spare = lambda n: "gpu-11999"  # noqa: E731
+    prepared = 0
+    for target in (10, 1000, 10000):
+        while prepared < target:
+            count = min(64, target - prepared)
+            b.prepare([b.h.add_claim(allocated_claim(
+                name=f"held-{prepared + k}",
+                results=[Result(request="gpu", device=f"gpu-{prepared + k}")]))
+                for k in range(count)])
+            prepared += count
+        samples = []
+        for c in b.claims(int(300 * scale), device=spare):
+            samples.append(b.prepare([c]))
+            b.unprepare([c])
+        print(f"  with {target:>6} prepared      p50 {pct(samples, .5):6.2f} ms  "
+              f"p99 {pct(samples, .99):6.2f} ms")
+
+
+def run(args: argparse.Namespace) -> None:
+    scale = 0.2 if args.quick else 1.0
+    Path(args.state_root).mkdir(parents=True, exist_ok=True)
+    print(f"python {platform.python_version()}, {os.cpu_count()} cpus; API server in "
+          + ("this process" if args.api_in_process else "its own process"))
+    for cached in (False, True):
+        state_root = Path(tempfile.mkdtemp(prefix="dra-bench-", dir=args.state_root))
+        cdi = Path(tempfile.mkdtemp(prefix="dra-bench-cdi-", dir="/dev/shm")) if (
+            Path("/dev/shm").is_dir() and not args.cdi_on_disk) else state_root / "cdi"
+        print(("claim cache (watch):" if cached else "one GET per claim (--no-claim-cache):")
+              + f" state {state_root}, cdi {cdi}")
+        api_context = FakeApiServer() if args.api_in_process else remote_api()
+        with api_context as api, PluginHarness(
+            root=state_root, api=api,  # type: ignore[arg-type]
+            backend_options={"example": {"devices": "12000"}}, cdi_root=cdi,
+            claim_cache=cached, publish=False,
+        ) as h:
+            b = Bench(h, h.connect())
+            measure(b, scale=scale, cached=cached)
+            if not cached:
+                flatness(b, scale=scale)
 
 
 def main() -> None:

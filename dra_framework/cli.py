@@ -132,6 +132,9 @@ def _run(make: Callable[[], Node | Controller], *, metrics_address: str) -> None
 @click.option("--resync-interval", type=float, default=60.0, show_default=True,
               envvar=_env("resync_interval"), show_envvar=True,
               help="Seconds between full ResourceSlice resyncs.")
+@click.option("--claim-cache/--no-claim-cache", default=True, show_default=True,
+              envvar=_env("claim_cache"), show_envvar=True,
+              help="Answer prepares from a watch of this node's claims (else one GET each).")
 @click.option("--boot-id-file", default=BOOT_ID_FILE, show_default=True, hidden=True,
               envvar=_env("boot_id_file"))
 @click.option("--print-config", is_flag=True,
@@ -149,6 +152,7 @@ def serve(
     metrics_address: str,
     publish: bool,
     resync_interval: float,
+    claim_cache: bool,
     log_format: str,
     verbosity: int,
     boot_id_file: str,
@@ -162,7 +166,7 @@ def serve(
             registry_dir=kubelet_registry_dir, plugins_dir=kubelet_plugins_dir,
             cdi_root=cdi_root, state_dir=state_dir, rolling_update_uid=rolling_update_uid,
             backend_options=parse_backend_options(backend_option), boot_id_file=boot_id_file,
-            publish=publish, resync_interval=resync_interval,
+            publish=publish, resync_interval=resync_interval, claim_cache=claim_cache,
         )
     except DraError as exc:
         log.error(str(exc))

@@ -21,7 +21,7 @@ from .apiversions import V1, ResourceApi, discover
 from .claimcache import ClaimCache
 from .claimstatus import ClaimStatusWriter
 from .errors import SetupError
-from .kube import load_api_client
+from .kube import ClaimReader, load_api_client
 from .loader import Backend
 from .models import BackendSettings
 from .plugin import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR, KubeletPlugin
@@ -52,6 +52,7 @@ class ServeConfig:
     health_poll_interval: float = 1.0
     publish: bool = True
     resync_interval: float = 60.0
+    claim_cache: bool = True
 
     def state_root(self) -> Path:
         return Path(self.state_dir or self.plugins_dir)
@@ -127,13 +128,16 @@ class Node:
         cfg, driver = self.config, backend.info.driver_name
         claims, status = self._claims, None
         if self.api is not None:
-            cache = ClaimCache(api=self.api, driver=driver, node_name=cfg.node_name,
-                               resources=self.resource_api).start()
-            self.caches.append(cache)
             status = ClaimStatusWriter(api=self.api, driver=driver,
                                        resources=self.resource_api)
             self.status_writers.append(status)
-            claims = cache
+            if cfg.claim_cache:
+                cache = ClaimCache(api=self.api, driver=driver, node_name=cfg.node_name,
+                                   resources=self.resource_api).start()
+                self.caches.append(cache)
+                claims = cache
+            else:
+                claims = ClaimReader(api=self.api, resources=self.resource_api)
         assert claims is not None
         preparer = ClaimPreparer(
             backend=backend, claims=claims, state_dir=cfg.state_root() / driver,

@@ -20,7 +20,8 @@ hardware, so it exercises every part of the backend contract:
 
 Options (``--backend-option example.KEY=VALUE``): ``driver_name`` (default
 ``gpu.example.com``), ``devices`` (default 8), ``prepare_delay`` seconds (default 0), ``health``
-(default true), ``seats`` (default 0).
+(default true), ``seats`` (default 0), ``status`` (default false: with true, every prepared
+device reports a Ready condition and its environment as device status in the claim).
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from ..models import (
     AllocatedDevice,
     BackendSettings,
     ClaimRef,
+    Condition,
     ContainerEdits,
     Device,
     DeviceHealth,
     DeviceNode,
+    DeviceStatus,
     DriverInfo,
     HealthStatus,
     Pool,
@@ -62,6 +65,7 @@ class ExampleOptions:
     prepare_delay: float = 0.0
     health: bool = True
     seats: int = 0
+    status: bool = False
 
     @devices.validator
     def _check_devices(self, _: attrs.Attribute[int], value: int) -> None:
@@ -223,6 +227,11 @@ class ExampleBackend:
                                              host_path="/dev/null"),),
                 ),
                 state={"marker": str(self._marker(dev.device))},
+                status=DeviceStatus(
+                    conditions=(Condition(type="Ready", status="True", reason="Prepared",
+                                          message=f"prepared for claim {claim.name}"),),
+                    data={"env": env},
+                ) if self.options.status else None,
             )
         return list(prepared.values())
 

@@ -39,6 +39,8 @@ class PluginHarness:
         boot_id: str = "00000000-0000-0000-0000-000000000001",
         rolling_update_uid: str = "",
         cdi_root: str | Path | None = None,
+        claim_cache: bool = True,
+        publish: bool = True,
     ) -> None:
         self.root = Path(root)
         self.registry_dir = self.root / "plugins_registry"
@@ -53,7 +55,7 @@ class PluginHarness:
             registry_dir=str(self.registry_dir), plugins_dir=str(self.plugins_dir),
             cdi_root=str(self.cdi_root), boot_id_file=str(self.boot_id_file),
             backend_options=dict(backend_options or {}), rolling_update_uid=rolling_update_uid,
-            health_poll_interval=0.05,
+            health_poll_interval=0.05, claim_cache=claim_cache, publish=publish,
         )
         self.boot_id = boot_id
         self.node: Node | None = None

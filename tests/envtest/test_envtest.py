@@ -133,6 +133,7 @@ def claims(api_client: Any, namespace: str, cluster: None) -> Iterator[Claims]:
 class Plugin:
     conn: Any  # dra_framework.testing.kubelet.PluginConnection
     cdi_root: Path
+    node: Any  # dra_framework.serve.Node
 
 
 @pytest.fixture
@@ -151,7 +152,7 @@ def plugin(control_plane: EnvtestControlPlane, claims: Claims,
     node.start()
     try:
         with KubeletClient(tmp_path / "registry") as kubelet:
-            yield Plugin(conn=kubelet.register(DRIVER), cdi_root=tmp_path / "cdi")
+            yield Plugin(conn=kubelet.register(DRIVER), cdi_root=tmp_path / "cdi", node=node)
     finally:
         node.stop()
 
@@ -229,3 +230,33 @@ def test_unprepare_after_the_claim_is_deleted(plugin: Plugin, claims: Claims) ->
 
     assert not cdi_spec(plugin.cdi_root, uid).exists()
     assert plugin.conn.unprepare([claims.ref(name, uid)]) == {uid: ""}  # idempotent
+
+
+def node_slices(api_client: Any) -> list[dict[str, Any]]:
+    from dra_framework.rest import KubeApi
+
+    listed = KubeApi(api_client=api_client).list(
+        "/apis/resource.k8s.io/v1/resourceslices",
+        field_selector=f"spec.nodeName={NODE},spec.driver={DRIVER}")
+    items: list[dict[str, Any]] = listed["items"]
+    return items
+
+
+def test_publish_then_unchanged_resync_writes_nothing(plugin: Plugin, api_client: Any) -> None:
+    """The real API server accepts what the publisher sends, and a resync of the same
+    inventory makes no write (the server's normalised form compares equal)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while not node_slices(api_client) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (published,) = node_slices(api_client)
+    assert published["spec"]["pool"]["name"] == NODE
+    assert published["spec"]["pool"]["resourceSliceCount"] == 1
+    assert [d["name"] for d in published["spec"]["devices"]] == [f"gpu-{i}" for i in range(8)]
+    assert published["metadata"]["ownerReferences"][0]["kind"] == "Node"
+    [publisher] = plugin.node.publishers
+    result = publisher.reconcile_once()
+    assert result.ok and result.writes == 0
+    assert node_slices(api_client)[0]["metadata"]["resourceVersion"] == (
+        published["metadata"]["resourceVersion"])
