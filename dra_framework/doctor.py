@@ -45,7 +45,7 @@ class Permission:
 
 DRIVER_PERMISSIONS: tuple[Permission, ...] = (
     *(Permission(verb, "resourceclaims") for verb in ("get", "list", "watch")),
-    *(Permission(verb, "resourceclaims", "status") for verb in ("update", "patch")),
+    *(Permission(verb, "resourceclaims", "status") for verb in ("get", "update", "patch")),
     *(Permission(verb, "resourceslices")
       for verb in ("get", "list", "watch", "create", "update", "delete")),
     Permission("get", "nodes", group=""),

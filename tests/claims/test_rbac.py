@@ -63,3 +63,14 @@ def test_every_rule_is_explained() -> None:
         for verb in verbs:
             assert any(f"`{verb}`" in row.split("|")[2] for row in rows), (
                 f"{resource} {verb} is not explained")
+
+
+def test_controller_roles_cover_slices_and_its_lease() -> None:
+    docs = list(yaml.safe_load_all((REPO / "dra_framework" / "rbac" / "controller.yaml")
+                                   .read_text()))
+    by_kind = {d["kind"]: granted(d) for d in docs}
+    assert by_kind["ClusterRole"] == {
+        ("resource.k8s.io", "resourceslices"): {"get", "list", "watch", "create", "update",
+                                                "delete"}}
+    assert by_kind["Role"] == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+    assert "controller.yaml" in DOC.read_text()
