@@ -2,7 +2,8 @@
 
 Runs the production plugin stack in-process (``PluginHarness``): the example backend, claims
 read by the real ``kubernetes`` client from ``FakeApiServer`` over HTTP, answers over a unix
-socket to the kubelet-wire client.  Prints:
+socket to the kubelet-wire client, which runs in a process of its own (``bench/kubelet.py``)
+as the kubelet does and times each call.  Prints:
 
 * p50/p99 of one NodePrepareResources with 1 claim of 1 device (API read included);
 * p50/p99 of a 64-claim batch;
@@ -25,6 +26,7 @@ CDI specs go to tmpfs when /dev/shm exists, as /var/run/cdi is tmpfs on a node
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -43,7 +45,6 @@ from dra_framework.models import ClaimRef
 from dra_framework.testing.claims import Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 from dra_framework.testing.harness import PluginHarness
-from dra_framework.testing.kubelet import PluginConnection
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,10 +111,35 @@ def remote_api() -> Iterator[RemoteApi]:
         proc.wait(timeout=10)
 
 
+class Kubelet:
+    """``bench/kubelet.py`` in its own process: prepares timed where the kubelet would."""
+
+    def __init__(self, registry_dir: Path, driver: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("kubelet.py")), str(registry_dir),
+             driver], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self._in, self._out = self.proc.stdin, self.proc.stdout
+        assert "registered" in json.loads(self._out.readline())
+
+    def call(self, op: str, claims: list[ClaimRef]) -> float:
+        self._in.write(json.dumps({"op": op, "claims": [[c.namespace, c.name, c.uid]
+                                                         for c in claims]}) + "\n")
+        self._in.flush()
+        answer = json.loads(self._out.readline())
+        assert not answer["errors"], answer["errors"][:3]
+        elapsed: float = answer["elapsed"]
+        return elapsed
+
+    def close(self) -> None:
+        self._in.close()
+        self.proc.wait(timeout=10)
+
+
 class Bench:
-    def __init__(self, harness: PluginHarness, conn: PluginConnection) -> None:
+    def __init__(self, harness: PluginHarness, kubelet: Kubelet) -> None:
         self.h = harness
-        self.conn = conn
+        self.kubelet = kubelet
         self.n = 0
 
     def claims(self, count: int, *, device: Callable[[int], str]) -> list[ClaimRef]:
@@ -125,19 +151,10 @@ class Bench:
         return out
 
     def prepare(self, claims: list[ClaimRef]) -> float:
-        t = time.perf_counter()
-        results = self.conn.prepare(claims)
-        elapsed = time.perf_counter() - t
-        bad = [r.error for r in results.values() if r.error]
-        assert not bad, bad[:3]
-        return elapsed
+        return self.kubelet.call("prepare", claims)
 
     def unprepare(self, claims: list[ClaimRef]) -> float:
-        t = time.perf_counter()
-        results = self.conn.unprepare(claims)
-        elapsed = time.perf_counter() - t
-        assert not any(results.values()), results
-        return elapsed
+        return self.kubelet.call("unprepare", claims)
 
 
 def measure(b: Bench, *, scale: float, cached: bool) -> None:
@@ -218,10 +235,14 @@ def run(args: argparse.Namespace) -> None:
             backend_options={"example": {"devices": "12000"}}, cdi_root=cdi,
             claim_cache=cached, publish=False,
         ) as h:
-            b = Bench(h, h.connect())
-            measure(b, scale=scale, cached=cached)
-            if not cached:
-                flatness(b, scale=scale)
+            kubelet = Kubelet(h.registry_dir, "gpu.example.com")
+            try:
+                b = Bench(h, kubelet)
+                measure(b, scale=scale, cached=cached)
+                if not cached:
+                    flatness(b, scale=scale)
+            finally:
+                kubelet.close()
 
 
 def main() -> None:
