@@ -58,7 +58,11 @@ Phase = Literal["preparing", "prepared"]
 
 @attrs.frozen
 class RecordedDevice:
-    """One allocation result of a claim, as prepared (or being prepared)."""
+    """One allocation result of a claim, as prepared (or being prepared).
+
+    A result is *exclusive* unless it has admin access or a ``share_id`` (a device that
+    allows multiple allocations, whose capacity the scheduler divides among claims).
+    """
 
     request: str
     pool: str
@@ -67,6 +71,10 @@ class RecordedDevice:
     share_id: str | None = None
     cdi_ids: tuple[str, ...] = ()
     prepared: PreparedDevice | None = None
+
+    @property
+    def exclusive(self) -> bool:
+        return not self.admin_access and not self.share_id
 
 
 @attrs.frozen
@@ -302,9 +310,9 @@ class Checkpoint:
             return None
 
     def mark_devices(self, record: ClaimRecord) -> None:
-        """Record that ``record``'s non-admin devices are in use by it."""
+        """Record that ``record``'s exclusive devices are in use by it."""
         for dev in record.devices:
-            if not dev.admin_access:
+            if dev.exclusive:
                 marker = os.path.join(self.devices_dir, device_key(dev.pool, dev.device))
                 fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
                 try:
@@ -315,7 +323,7 @@ class Checkpoint:
     def release_devices(self, record: ClaimRecord) -> None:
         """Drop the in-use markers that ``record`` holds."""
         for dev in record.devices:
-            if dev.admin_access:
+            if not dev.exclusive:
                 continue
             marker = self.devices_dir / device_key(dev.pool, dev.device)
             if self.device_owner(dev.pool, dev.device) == record.uid:

@@ -10,7 +10,7 @@ points of "What a plugin must do on each call" in the kubelet reference:
   ``recorded → backend prepared → CDI spec written → committed``: a ``preparing`` record is
   written before the backend touches anything, so a crash at any step is rolled back at the next
   start (backend unprepare + CDI removal), and a device already held by another claim is refused
-  unless the result has admin access;
+  unless the result has admin access or a share ID (a device allowing multiple allocations);
 * every claim gets its own answer; one claim's failure never fails the others.
 
 Unprepare needs only the checkpoint: the claim may be gone from the API.
@@ -222,7 +222,8 @@ class ClaimPreparer:
             raise DeviceInUseError("an earlier, interrupted prepare of this claim could not be "
                                    "rolled back; see the plugin log")
         for d in devices:
-            owner = None if d.admin_access else self.checkpoint.device_owner(d.pool, d.device)
+            shared = d.admin_access or d.share_id  # admin access, or a multi-allocation share
+            owner = None if shared else self.checkpoint.device_owner(d.pool, d.device)
             if owner and owner != claim.uid:
                 raise DeviceInUseError(
                     f"device {d.pool}/{d.device} is already prepared for claim {owner}"

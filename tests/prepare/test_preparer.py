@@ -255,3 +255,14 @@ def test_malformed_claim_reference_fails_only_that_claim(env: Env, ref: ClaimRef
     assert message in results[ref.uid].error
     assert results[good.uid].error == ""
     assert message in env.preparer.unprepare([ref])[ref.uid]
+
+
+def test_results_with_a_share_id_may_share_a_device(env: Env) -> None:
+    """Devices that allow multiple allocations: the scheduler divides their capacity."""
+    share = ["11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"]
+    a, b = (env.claims.add(allocated_claim(name=f"s{i}", results=[
+        Result(request="gpu", device="gpu-5", share_id=share[i])])) for i in range(2))
+    assert env.preparer.prepare([a])[a.uid].error == ""
+    assert env.preparer.prepare([b])[b.uid].error == ""
+    exclusive = env.claim("x", "gpu-5")
+    assert env.preparer.prepare([exclusive])[exclusive.uid].error == ""  # shares do not mark
