@@ -105,6 +105,7 @@ class NvidiaGpuBackend:
         self.sharing: SharingManager | None = None
         self.monitor: HealthMonitor | None = None
         self.fake_sharing: RecordingSharing | None = None
+        self.fake_nvml: Any = None  # the FakePynvml with ``nvml=fake*``: tests inject events
         self._inventory = Inventory()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -130,6 +131,7 @@ class NvidiaGpuBackend:
 
             fake = (FakePynvml.from_capture() if opts.nvml == "fake"
                     else FakePynvml.synthetic(gpus=8, mig=opts.nvml == "fake-8-mig"))
+            self.fake_nvml = fake
             self.reader = PynvmlReader(fake)
             self.layout = build_fake_host(state / "fake-host")
             self.fake_sharing = RecordingSharing()

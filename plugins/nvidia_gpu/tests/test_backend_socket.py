@@ -103,3 +103,43 @@ def test_slices_carry_the_gpu_attributes(node: PluginHarness) -> None:
     assert attrs["cudaComputeCapability"] == {"version": "9.0.0"}
     assert "resource.kubernetes.io/pcieRoot" in attrs
     assert os.environ.get("NVIDIA_VISIBLE_DEVICES") is None  # nothing leaked into the process
+
+
+def test_xid_marks_the_gpu_unhealthy_in_stream_and_slice(tmp_path: Path) -> None:
+    """A critical Xid: the health stream says UNHEALTHY, and the republished slice taints the
+    device so the scheduler avoids it."""
+    import time
+
+    from dra_framework.testing.fakeapi import ALL_DRA_GATES
+
+    options = {"nvidia-gpu": {"nvml": "fake-8"}}
+    with tempfile.TemporaryDirectory(prefix="dra-nv-", dir="/tmp") as d, \
+            FakeApiServer(feature_gates=ALL_DRA_GATES) as api, \
+            PluginHarness(root=Path(d), api=api, backends=("nvidia-gpu",),
+                          backend_options=options) as h:
+        conn = h.connect(DRIVER)
+        stream = conn.watch_health(timeout=20)
+        assert {r.health for r in next(stream)} == {"HEALTHY"}
+        assert h.node is not None
+        h.node.backends[0].plugin.fake_nvml.inject_xid(5, 79)  # type: ignore[attr-defined]
+        for update in stream:
+            bad = [r for r in update if r.health == "UNHEALTHY"]
+            if bad:
+                assert [r.device_name for r in bad] == ["gpu-5"]
+                assert bad[0].message.startswith("Xid 79")
+                break
+
+        def tainted() -> list[dict[str, object]]:
+            for s in api.objects("resourceslices"):
+                for dev in s["spec"].get("devices", []):
+                    if dev["name"] == "gpu-5" and dev.get("taints"):
+                        return list(dev["taints"])
+            return []
+
+        deadline = time.monotonic() + 10
+        while not tainted() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (taint,) = tainted()
+        assert taint["key"] == f"{DRIVER}/unhealthy"
+        assert taint["effect"] == "NoSchedule" and taint["value"] == "79"
+        conn.close()
