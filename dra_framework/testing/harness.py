@@ -14,8 +14,9 @@ real ``kubernetes`` client from ``FakeApiServer`` over HTTP and answering over r
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,22 @@ from ..models import ClaimRef
 from ..serve import Node, ServeConfig
 from .fakeapi import FakeApiServer
 from .kubelet import KubeletClient, PluginConnection
+
+
+def wait_for(what: str, check: Callable[[], Any], *, timeout: float = 10.0,
+             interval: float = 0.02) -> Any:
+    """Poll ``check`` until it returns something truthy; return that, or fail naming ``what``.
+
+    Tests of a running plugin use it for what happens in the background (slices published,
+    claim status written)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
 
 
 class PluginHarness:

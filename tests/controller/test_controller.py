@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dra_framework.testing.fakeapi import FakeApiServer
+from dra_framework.testing.harness import wait_for
 
 pytestmark = pytest.mark.slow
 LEASE = "gpu.example.com-controller"
@@ -38,16 +39,6 @@ class ControllerProcess:
         return self.proc.wait(timeout=20)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[FakeApiServer, Path]]:
     with FakeApiServer() as api:
@@ -67,7 +58,7 @@ def test_leader_publishes_and_standby_takes_over(cluster: tuple[FakeApiServer, P
                                                  tmp_path: Path) -> None:
     api, kubeconfig = cluster
     a = ControllerProcess(tmp_path, kubeconfig, "replica-a")
-    leader = wait_for("a leader", lambda: holder(api))
+    leader = wait_for("a leader", lambda: holder(api), timeout=15)
     b = ControllerProcess(tmp_path, kubeconfig, "replica-b")
     try:
         assert leader == "replica-a"
@@ -83,7 +74,7 @@ def test_leader_publishes_and_standby_takes_over(cluster: tuple[FakeApiServer, P
         writes = api.write_count(resource="resourceslices")
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait(timeout=10)
-        wait_for("replica-b to lead", lambda: holder(api) == "replica-b", timeout=10)
+        wait_for("replica-b to lead", lambda: holder(api) == "replica-b", timeout=15)
         time.sleep(0.5)
         # the new leader takes the slices over as they are: nothing to write
         assert api.write_count(resource="resourceslices") == writes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +11,7 @@ from kubernetes import client
 from dra_framework.models import ClaimRef
 from dra_framework.testing.claims import Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
-from dra_framework.testing.harness import PluginHarness
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from dra_framework.testing.harness import PluginHarness, wait_for
 
 
 def node_slices(api: FakeApiServer, driver: str = "gpu.example.com") -> list[dict[str, Any]]:
