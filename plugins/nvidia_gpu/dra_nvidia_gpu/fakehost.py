@@ -6,12 +6,20 @@ the driver root (every file and symlink of ``testdata/h100/driver-root.txt``, em
 ``HostLayout`` over it whose ``stat`` reports the captured character-device numbers (creating
 real device nodes would need privileges).  With the backend option ``nvml=fake`` the whole
 backend runs on this and on ``testing.FakePynvml``.
+
+The captured node had MIG mode off, so it has no per-instance capability files.  On a real
+node the driver adds ``<proc>/driver/nvidia/capabilities/gpu<minor>/mig/gi<G>/access`` (and
+``.../ci<C>/access``) when a MIG instance is created and removes them with it; here
+``add_mig_capabilities`` / ``remove_mig_capabilities`` do that, giving each new file the next
+free ``DeviceFileMinor``.  The backend calls them with ``nvml=fake*`` only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import stat as statmod
 from collections.abc import Iterator
 from importlib import resources
@@ -30,7 +38,7 @@ def capture() -> dict[str, Any]:
     return data
 
 
-def _driver_tree(text: str) -> Iterator[tuple[str, str, str]]:
+def driver_tree(text: str) -> Iterator[tuple[str, str, str]]:
     """(type, absolute path, symlink target) of each entry of ``driver-root.txt``."""
     section = ""
     for line in text.splitlines():
@@ -45,7 +53,8 @@ def _driver_tree(text: str) -> Iterator[tuple[str, str, str]]:
             yield fields[0], fields[2], ""
 
 
-def _capabilities(text: str) -> Iterator[tuple[str, str]]:
+def capability_files(text: str) -> Iterator[tuple[str, str]]:
+    """(path, content) of each ``/proc/driver/nvidia/capabilities`` file of the capture."""
     for line in text.splitlines():
         if line.startswith("/proc/driver/nvidia/capabilities/"):
             path, _, content = line.partition(": ")
@@ -56,7 +65,7 @@ def build_fake_host(root: str | os.PathLike[str]) -> HostLayout:
     """Create the captured node's files under ``root``; a ``HostLayout`` that reads them."""
     base = Path(root)
     text = (_DATA / "driver-root.txt").read_text()
-    for kind, path, target in _driver_tree(text):
+    for kind, path, target in driver_tree(text):
         where = base / path.lstrip("/")
         if kind == "d":
             where.mkdir(parents=True, exist_ok=True)
@@ -80,7 +89,7 @@ def build_fake_host(root: str | os.PathLike[str]) -> HostLayout:
     proc.mkdir(parents=True, exist_ok=True)
     (proc / "devices").write_text("Character devices:\n" + probe["proc_devices"]
                                   + "\nBlock devices:\n  8 sd\n")
-    for path, content in _capabilities(text):
+    for path, content in capability_files(text):
         where = base / path.lstrip("/")
         where.parent.mkdir(parents=True, exist_ok=True)
         where.write_text(content)
@@ -96,3 +105,33 @@ def build_fake_host(root: str | os.PathLike[str]) -> HostLayout:
 
     return HostLayout(dev_root=str(base / "dev"), driver_root=str(base / DRIVER_ROOT.lstrip("/")),
                       proc_root=str(proc), stat=fake_stat)
+
+
+_CAP_MINOR = re.compile(r"DeviceFileMinor:\s*(\d+)")
+
+
+def _caps_dir(layout: HostLayout) -> Path:
+    return Path(layout.proc_root) / "driver" / "nvidia" / "capabilities"
+
+
+def add_mig_capabilities(layout: HostLayout, *, parent_minor: int, gi: int, ci: int) -> None:
+    """Create the capability files of MIG GPU instance ``gi`` / compute instance ``ci`` of
+    the GPU ``/dev/nvidia<parent_minor>``, as the driver does; files already there are kept."""
+    caps = _caps_dir(layout)
+    used = {int(m.group(1)) for f in caps.rglob("*") if f.is_file()
+            for m in [_CAP_MINOR.search(f.read_text())] if m}
+    gi_dir = caps / f"gpu{parent_minor}" / "mig" / f"gi{gi}"
+    for where in (gi_dir / "access", gi_dir / f"ci{ci}" / "access"):
+        if where.exists():
+            continue
+        minor = max(used, default=2) + 1
+        used.add(minor)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_text(f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\n"
+                         "DeviceFileModify: 1\n")
+
+
+def remove_mig_capabilities(layout: HostLayout, *, parent_minor: int, gi: int) -> None:
+    """Remove the capability files of MIG GPU instance ``gi`` (its compute instances' too)."""
+    shutil.rmtree(_caps_dir(layout) / f"gpu{parent_minor}" / "mig" / f"gi{gi}",
+                  ignore_errors=True)

@@ -17,7 +17,8 @@ Devices, in GPU index order:
   ``copy-engines``, ``decoders``, ``encoders``, ``jpeg-engines``, ``ofa-engines`` that are not
   zero), one device per possible placement of every profile, consuming its memory slices,
   memory, SMs and engines, and the full GPU consuming all of them.  The scheduler then picks
-  MIG shapes; creating the instance (and MIG mode) at prepare is the backend's business.
+  MIG shapes; creating the instance at prepare is the backend's business (option
+  ``create_mig``; MIG mode itself stays the administrator's).
   A placement that holds an existing MIG device carries that device's ``uuid``.
 
 Attribute keys without a domain belong to the driver's domain; ``pcieRoot`` is the standard

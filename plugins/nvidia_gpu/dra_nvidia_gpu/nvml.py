@@ -23,6 +23,11 @@ Shape and choices:
   poison errors, GPU unavailable).  ``GPU_IS_LOST`` from the wait becomes one
   ``XidEvent(gpu_lost=True)`` per GPU found lost; the event set is then rebuilt without
   them, so a lost GPU is reported once instead of on every wait.
+* MIG devices are created (``create_mig``) and destroyed (``destroy_mig``) only on request
+  of the backend (option ``create_mig``), never MIG mode: a GPU instance at the exact
+  placement asked for (``nvmlDeviceCreateGpuInstanceWithPlacement``) with one compute
+  instance spanning all of it.  A compute instance that cannot be created takes its GPU
+  instance back with it.  Destroying something that is not there (any more) is no error.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ ERROR_NOT_FOUND = 6
 ERROR_TIMEOUT = 10
 ERROR_FUNCTION_NOT_FOUND = 13
 ERROR_GPU_IS_LOST = 15
+ERROR_IN_USE = 19
+ERROR_INSUFFICIENT_RESOURCES = 23
+ERROR_INVALID_STATE = 29
 
 # nvmlEventType* bits registered by ``wait_event`` (where the GPU supports them).
 EVENT_DOUBLE_BIT_ECC = 0x2
@@ -57,6 +65,8 @@ CRITICAL_EVENTS = (EVENT_XID_CRITICAL | EVENT_DOUBLE_BIT_ECC | EVENT_FATAL_POISO
                    | EVENT_GPU_UNAVAILABLE)
 _NO_INSTANCE = 0xFFFFFFFF  # gpuInstanceId / computeInstanceId of an event not on a MIG device
 _PROFILE_COUNT = 0x12  # NVML_GPU_INSTANCE_PROFILE_COUNT of nvidia-ml-py 13.x
+_CI_PROFILE_COUNT = 0x0A  # NVML_COMPUTE_INSTANCE_PROFILE_COUNT of nvidia-ml-py 13.x
+_CI_ENGINE_PROFILE_SHARED = 0  # NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
 
 # nvmlBrandType, spelt as nvidia-smi prints it (``<product_brand>``).
 BRANDS = {
@@ -141,6 +151,15 @@ def derive_placements(profiles: Sequence[MigProfile]) -> dict[int, tuple[MigPlac
         out[p.id] = tuple(MigPlacement(start=s, size=size) for s in range(0, memory, size)
                           if s + size <= memory and s + p.slice_count <= compute)
     return out
+
+
+def _create_reason(exc: NvmlError) -> str:
+    """Why NVML refused to create a MIG instance, in words."""
+    if exc.code == ERROR_INSUFFICIENT_RESOURCES:
+        return f"the placement is taken (it overlaps an existing MIG instance): {exc}"
+    if exc.code in (ERROR_NOT_SUPPORTED, ERROR_INVALID_STATE):
+        return f"MIG mode is not enabled (or not supported) on this GPU: {exc}"
+    return str(exc)
 
 
 class PynvmlReader:
@@ -328,6 +347,99 @@ class PynvmlReader:
                 memory_bytes=int(self._call("nvmlDeviceGetMemoryInfo", mig).total),
                 multiprocessor_count=int(attributes.multiprocessorCount)))
         return out
+
+    # --- creating and destroying MIG devices --------------------------------------------
+    def _mig_mode_on(self, h: Any) -> bool:
+        mode = self._try("nvmlDeviceGetMigMode", h)
+        return mode is not None and int(mode[0]) == 1
+
+    def create_mig(self, gpu: GpuInfo, profile: MigProfile, placement: MigPlacement
+                   ) -> MigDevice:
+        """Create a GPU instance of ``profile`` at ``placement`` with one full compute
+        instance; the new MIG device.  MIG mode must already be on.
+
+        ``NvmlError`` says why not: ``ERROR_NOT_SUPPORTED`` when MIG mode is off,
+        ``ERROR_INSUFFICIENT_RESOURCES`` when the placement is (partly) taken by another
+        GPU instance.
+        """
+        where = f"GPU {gpu.index}: MIG {profile.name} at memory slice {placement.start}"
+        h = self._handle(gpu.index)
+        if not self._mig_mode_on(h):
+            raise NvmlError(f"{where}: MIG mode is off on this GPU", code=ERROR_NOT_SUPPORTED)
+        try:
+            info = self._call("nvmlDeviceGetGpuInstanceProfileInfo", h, profile.profile_index)
+            spot = self._nv.c_nvmlGpuInstancePlacement_t(placement.start, placement.size)
+            gi = self._call("nvmlDeviceCreateGpuInstanceWithPlacement", h, int(info.id),
+                            ctypes.byref(spot))
+        except NvmlError as exc:
+            raise NvmlError(f"{where}: creating the GPU instance failed: "
+                            f"{_create_reason(exc)}", code=exc.code) from exc
+        try:
+            gi_id = int(self._call("nvmlGpuInstanceGetInfo", gi).id)
+            ci_profile = self._full_compute_profile(gi, int(info.sliceCount))
+            ci = self._call("nvmlGpuInstanceCreateComputeInstance", gi, int(ci_profile.id))
+            ci_id = int(self._call("nvmlComputeInstanceGetInfo", ci).id)
+        except NvmlError as exc:
+            try:
+                self._call("nvmlGpuInstanceDestroy", gi)
+            except NvmlError as undo:
+                log.error("%s: destroying the GPU instance after a failed compute instance "
+                          "failed too: %s", where, undo)
+            raise NvmlError(f"{where}: creating the compute instance failed: "
+                            f"{_create_reason(exc)}", code=exc.code) from exc
+        for mig in self.mig_devices(attrs.evolve(gpu, mig_enabled=True)):
+            if (mig.gpu_instance_id, mig.compute_instance_id) == (gi_id, ci_id):
+                return mig
+        raise NvmlError(f"{where}: created GPU instance {gi_id} / compute instance {ci_id}, "
+                        "but NVML does not list it as a MIG device", code=ERROR_NOT_FOUND)
+
+    def _full_compute_profile(self, gi: Any, slices: int) -> Any:
+        """The compute-instance profile that spans a whole GPU instance of ``slices``."""
+        count = int(getattr(self._nv, "NVML_COMPUTE_INSTANCE_PROFILE_COUNT",
+                            _CI_PROFILE_COUNT))
+        for index in range(count):
+            info = self._try("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi, index,
+                             _CI_ENGINE_PROFILE_SHARED)
+            if info is not None and int(info.sliceCount) == slices:
+                return info
+        raise NvmlError(f"no compute-instance profile of {slices} slices",
+                        code=ERROR_NOT_SUPPORTED)
+
+    def destroy_mig(self, gpu: GpuInfo, gpu_instance_id: int, compute_instance_id: int
+                    ) -> None:
+        """Destroy a compute instance and its GPU instance.  Whatever is not there (any
+        more), MIG mode off included, counts as destroyed; ``ERROR_IN_USE`` while a process
+        still runs on it."""
+        where = (f"GPU {gpu.index}: MIG GPU instance {gpu_instance_id} / compute instance "
+                 f"{compute_instance_id}")
+        h = self._handle(gpu.index)
+        if not self._mig_mode_on(h):
+            return
+        try:
+            gi = self._call("nvmlDeviceGetGpuInstanceById", h, gpu_instance_id)
+        except NvmlError as exc:
+            if exc.code in (ERROR_NOT_FOUND, ERROR_INVALID_ARGUMENT):
+                return
+            raise NvmlError(f"{where}: {exc}", code=exc.code) from exc
+        try:
+            ci = self._call("nvmlGpuInstanceGetComputeInstanceById", gi, compute_instance_id)
+        except NvmlError as exc:
+            if exc.code not in (ERROR_NOT_FOUND, ERROR_INVALID_ARGUMENT):
+                raise NvmlError(f"{where}: {exc}", code=exc.code) from exc
+        else:
+            self._destroy(where, "compute instance", "nvmlComputeInstanceDestroy", ci)
+        self._destroy(where, "GPU instance", "nvmlGpuInstanceDestroy", gi)
+
+    def _destroy(self, where: str, what: str, function: str, handle: Any) -> None:
+        try:
+            self._call(function, handle)
+        except NvmlError as exc:
+            if exc.code == ERROR_NOT_FOUND:
+                return
+            reason = ("it is in use (a process still runs on it)" if exc.code == ERROR_IN_USE
+                      else str(exc))
+            raise NvmlError(f"{where}: destroying the {what} failed: {reason}",
+                            code=exc.code) from exc
 
     # --- events ------------------------------------------------------------------------
     def wait_event(self, timeout_ms: int) -> XidEvent | None:

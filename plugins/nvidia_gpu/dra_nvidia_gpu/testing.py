@@ -14,6 +14,13 @@ the possible MIG placements in ``from_capture`` (so the reader's fallback runs),
 ``nvmlDeviceGetAttributes`` of a full GPU is Not Supported, as on the real H100; set
 ``FakeGpu.multiprocessor_count`` to make it answer.
 
+MIG devices: ``create_mig_device`` sets one up directly (as an administrator would);
+``nvmlDeviceCreateGpuInstanceWithPlacement`` and ``nvmlGpuInstanceCreateComputeInstance``
+create through NVML as a backend does, refusing (``NVML_ERROR_NOT_SUPPORTED``) while MIG mode
+is off and (``NVML_ERROR_INSUFFICIENT_RESOURCES``) a placement whose memory slices overlap an
+existing GPU instance; ``nvmlComputeInstanceDestroy`` and ``nvmlGpuInstanceDestroy`` remove
+them (a GPU instance that still has its compute instance is ``NVML_ERROR_IN_USE``).
+
 Faults: ``inject_xid`` queues a critical Xid event, ``lose_gpu`` makes every later call on
 that GPU's handles raise ``GPU_IS_LOST`` and the next event wait report it, ``fail`` makes one
 function raise a given error.  Nothing sleeps: an event wait with nothing queued times out at
@@ -43,10 +50,15 @@ NVML_ERROR_INSUFFICIENT_SIZE = 7
 NVML_ERROR_TIMEOUT = 10
 NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_IN_USE = 19
+NVML_ERROR_INSUFFICIENT_RESOURCES = 23
+NVML_ERROR_INVALID_STATE = 29
 NVML_ERROR_UNKNOWN = 999
 NVML_DEVICE_MIG_DISABLE = 0
 NVML_DEVICE_MIG_ENABLE = 1
 NVML_GPU_INSTANCE_PROFILE_COUNT = 0x12
+NVML_COMPUTE_INSTANCE_PROFILE_COUNT = 0x0A
+NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED = 0
 nvmlEventTypeSingleBitEccError = 0x1
 nvmlEventTypeDoubleBitEccError = 0x2
 nvmlEventTypeXidCriticalError = 0x8
@@ -59,8 +71,14 @@ _MESSAGES = {
     NVML_ERROR_NO_PERMISSION: "Insufficient Permissions", NVML_ERROR_TIMEOUT: "Timeout",
     NVML_ERROR_INSUFFICIENT_SIZE: "Insufficient Size",
     NVML_ERROR_FUNCTION_NOT_FOUND: "Function Not Found", NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+    NVML_ERROR_IN_USE: "In use by another client",
+    NVML_ERROR_INSUFFICIENT_RESOURCES: "Insufficient resources",
+    NVML_ERROR_INVALID_STATE: "Invalid state",
     NVML_ERROR_UNKNOWN: "Unknown Error",
 }
+# NVML_COMPUTE_INSTANCE_PROFILE_* index -> compute slices (1, 2, 3, 4, 7, 8, 6 slices; the
+# REV1/REV2 variants of 1 and 2 slices are not modelled).
+_CI_SLICES = (1, 2, 3, 4, 7, 8, 6)
 # Bus ids of the eight GPUs of a DGX H100, used by ``synthetic``.
 _DGX_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)
 _NO_INSTANCE = 0xFFFFFFFF
@@ -106,6 +124,9 @@ class FakeMig:
     start: int
     size: int
     parent: FakeGpu
+    # A GPU instance created through NVML has no compute instance until one is created; only
+    # instances with one are MIG devices (``nvmlDeviceGetMigDeviceHandleByIndex``).
+    compute: bool = True
 
 
 @attrs.define(eq=False)
@@ -123,6 +144,11 @@ class FakeGpu:
 class _GpuInstance:
     gpu: FakeGpu
     mig: FakeMig
+
+
+@attrs.define(eq=False)
+class _ComputeInstance:
+    gi: _GpuInstance
 
 
 @attrs.define(eq=False)
@@ -157,6 +183,7 @@ class FakePynvml:
         self.lost_pending: list[FakeGpu] = []
         self.errors: dict[str, int] = {}
         self.event_sets: list[_EventSet] = []
+        self.created = 0  # GPU instances created through NVML so far
 
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
@@ -418,9 +445,10 @@ class FakePynvml:
         gpu = self._gpu(handle)
         if gpu.data["mig_mode"][0] != NVML_DEVICE_MIG_ENABLE:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-        if not 0 <= index < len(gpu.mig):
+        devices = [m for m in gpu.mig if m.compute]
+        if not 0 <= index < len(devices):
             raise NVMLError(NVML_ERROR_NOT_FOUND)
-        return gpu.mig[index]
+        return devices[index]
 
     def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
         return self._mig(handle).gpu_instance_id
@@ -437,10 +465,106 @@ class FakePynvml:
         raise NVMLError(NVML_ERROR_NOT_FOUND)
 
     def nvmlGpuInstanceGetInfo(self, gpuInstance: _GpuInstance) -> Any:
-        mig = self._mig(gpuInstance.mig)
+        mig = self._gi(gpuInstance)
         return _Struct(device=gpuInstance.gpu, id=mig.gpu_instance_id,
                        profileId=mig.profile["id"],
                        placement=_Struct(start=mig.start, size=mig.size))
+
+    def _gi(self, gpuInstance: Any) -> FakeMig:
+        """The live GPU instance behind a handle (NOT_FOUND once destroyed)."""
+        if not isinstance(gpuInstance, _GpuInstance):
+            self._check()
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        mig = self._mig(gpuInstance.mig)
+        if mig not in mig.parent.mig:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return mig
+
+    def _ci(self, computeInstance: Any) -> FakeMig:
+        if not isinstance(computeInstance, _ComputeInstance):
+            self._check()
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        mig = self._gi(computeInstance.gi)
+        if not mig.compute:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return mig
+
+    def nvmlDeviceCreateGpuInstanceWithPlacement(self, handle: Any, profileId: int,
+                                                 placement: Any) -> _GpuInstance:
+        """Like pynvml: ``placement`` is ``byref(c_nvmlGpuInstancePlacement_t(...))``."""
+        gpu = self._gpu(handle)
+        if gpu.data["mig_mode"][0] != NVML_DEVICE_MIG_ENABLE:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        spot = getattr(placement, "_obj", placement)
+        start, size = int(spot.start), int(spot.size)
+        info = next((p for p in gpu.data["gpu_instance_profiles"]
+                     if p.get("id") == profileId and "err" not in p), None)
+        if info is None or (start, size) not in _H100_PLACEMENTS.get(profileId, ()):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        if any(start < m.start + m.size and m.start < start + size for m in gpu.mig):
+            raise NVMLError(NVML_ERROR_INSUFFICIENT_RESOURCES)
+        used = {m.gpu_instance_id for m in gpu.mig}
+        gi = next(i for i in range(1, len(used) + 2) if i not in used)
+        self.created += 1
+        mig = FakeMig(uuid="MIG-" + str(uuidlib.uuid5(
+                          uuidlib.NAMESPACE_URL, f"{gpu.data['uuid']}/{gi}/{self.created}")),
+                      gpu_instance_id=gi, compute_instance_id=0, profile=dict(info),
+                      start=start, size=size, parent=gpu, compute=False)
+        gpu.mig.append(mig)
+        return _GpuInstance(gpu, mig)
+
+    def nvmlGpuInstanceGetComputeInstanceProfileInfo(self, gpuInstance: Any, profile: int,
+                                                     engProfile: int, version: int = 2
+                                                     ) -> Any:
+        mig = self._gi(gpuInstance)
+        if not 0 <= profile < len(_CI_SLICES) or engProfile != 0:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        slices, gi_slices = _CI_SLICES[profile], int(mig.profile["sliceCount"])
+        if slices > gi_slices:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        sms = int(mig.profile["multiprocessorCount"]) * slices // gi_slices
+        return _Struct(id=profile, sliceCount=slices, instanceCount=gi_slices // slices,
+                       multiprocessorCount=sms, sharedCopyEngineCount=mig.profile[
+                           "copyEngineCount"], sharedDecoderCount=mig.profile["decoderCount"],
+                       sharedEncoderCount=mig.profile["encoderCount"],
+                       sharedJpegCount=mig.profile["jpegCount"],
+                       sharedOfaCount=mig.profile["ofaCount"],
+                       name=f"MIG {slices}c.{mig.profile['name'][4:]}".encode())
+
+    def nvmlGpuInstanceCreateComputeInstance(self, gpuInstance: Any, profileId: int
+                                             ) -> _ComputeInstance:
+        """One compute instance spanning the GPU instance (the only kind modelled)."""
+        mig = self._gi(gpuInstance)
+        if not 0 <= profileId < len(_CI_SLICES):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        if _CI_SLICES[profileId] != int(mig.profile["sliceCount"]):
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        if mig.compute:
+            raise NVMLError(NVML_ERROR_INSUFFICIENT_RESOURCES)
+        mig.compute, mig.compute_instance_id = True, 0
+        return _ComputeInstance(gpuInstance)
+
+    def nvmlComputeInstanceGetInfo(self, computeInstance: Any) -> Any:
+        mig = self._ci(computeInstance)
+        return _Struct(device=mig.parent, gpuInstance=computeInstance.gi,
+                       id=mig.compute_instance_id, profileId=0,
+                       placement=_Struct(start=0, size=int(mig.profile["sliceCount"])))
+
+    def nvmlGpuInstanceGetComputeInstanceById(self, gpuInstance: Any, computeInstanceId: int
+                                              ) -> _ComputeInstance:
+        mig = self._gi(gpuInstance)
+        if not mig.compute or mig.compute_instance_id != computeInstanceId:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return _ComputeInstance(gpuInstance)
+
+    def nvmlComputeInstanceDestroy(self, computeInstance: Any) -> None:
+        self._ci(computeInstance).compute = False
+
+    def nvmlGpuInstanceDestroy(self, gpuInstance: Any) -> None:
+        mig = self._gi(gpuInstance)
+        if mig.compute:
+            raise NVMLError(NVML_ERROR_IN_USE)
+        mig.parent.mig.remove(mig)
 
     # --- events ------------------------------------------------------------------------
     def nvmlDeviceGetSupportedEventTypes(self, handle: Any) -> int:

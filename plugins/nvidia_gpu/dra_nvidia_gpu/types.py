@@ -90,7 +90,11 @@ class XidEvent:
 
 
 class NvmlReader(Protocol):
-    """Read-only view of NVML that the backend needs; implemented by ``nvml.PynvmlReader``."""
+    """The view of NVML that the backend needs; implemented by ``nvml.PynvmlReader``.
+
+    Read-only except ``create_mig`` / ``destroy_mig``, which the backend calls only with its
+    ``create_mig`` option on; nothing here changes MIG mode.
+    """
 
     def driver(self) -> DriverInfo: ...
 
@@ -99,6 +103,18 @@ class NvmlReader(Protocol):
     def mig_profiles(self, gpu: GpuInfo) -> Sequence[MigProfile]: ...
 
     def mig_devices(self, gpu: GpuInfo) -> Sequence[MigDevice]: ...
+
+    def create_mig(self, gpu: GpuInfo, profile: MigProfile, placement: MigPlacement
+                   ) -> MigDevice:
+        """Create a GPU instance of ``profile`` at ``placement`` with one compute instance
+        spanning it (MIG mode must be on); raises ``nvml.NvmlError``."""
+        ...
+
+    def destroy_mig(self, gpu: GpuInfo, gpu_instance_id: int, compute_instance_id: int
+                    ) -> None:
+        """Destroy a compute instance and its GPU instance; what is not there counts as
+        destroyed."""
+        ...
 
     def wait_event(self, timeout_ms: int) -> XidEvent | None:
         """Block up to ``timeout_ms`` for a critical event on any GPU; None on timeout."""

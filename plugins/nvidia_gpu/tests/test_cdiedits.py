@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from dra_nvidia_gpu.cdiedits import (
     merge_edits,
     mig_edits,
 )
+from dra_nvidia_gpu.fakehost import capability_files, driver_tree
 from dra_nvidia_gpu.types import DriverInfo, GpuInfo, MigDevice, MigPlacement
 from pyfakefs.fake_filesystem import FakeFilesystem
 
@@ -37,29 +37,6 @@ GPU = GpuInfo(index=0, minor=PROBE["devices"][0]["minor_number"], uuid=UUID,
               cuda_compute_capability=(9, 0), memory_bytes=85520809984,
               pci_bus_id="0000:00:06.0", mig_enabled=False)
 CAP_FILE = "DeviceFileMinor: {minor}\nDeviceFileMode: 292\nDeviceFileModify: 1\n"
-
-
-def _driver_tree() -> Iterator[tuple[str, str, str]]:
-    """(type, path, symlink target) of every file of the capture's driver root."""
-    section = ""
-    for line in DRIVER_ROOT_TXT.splitlines():
-        if line.startswith("# "):
-            section = line
-            continue
-        fields = line.split()
-        if section.startswith("# find") and len(fields) >= 4:
-            kind, path = fields[0], fields[3]
-            target = line.split(" -> ", 1)[1].strip() if " -> " in line else ""
-            yield kind, path, target
-        elif section.startswith("# firmware") and len(fields) == 3:
-            yield fields[0], fields[2], ""
-
-
-def _capture_caps() -> Iterator[tuple[str, str]]:
-    for line in DRIVER_ROOT_TXT.splitlines():
-        if line.startswith("/proc/driver/nvidia/capabilities/"):
-            path, _, content = line.partition(": ")
-            yield path, content.replace(" DeviceFile", "\nDeviceFile").strip() + "\n"
 
 
 class FakeDevices:
@@ -84,7 +61,7 @@ class FakeDevices:
 
 @pytest.fixture
 def host(fs: FakeFilesystem) -> FakeDevices:
-    for kind, path, target in _driver_tree():
+    for kind, path, target in driver_tree(DRIVER_ROOT_TXT):
         if kind == "d" and not os.path.lexists(path):
             fs.create_dir(path)
         elif kind == "f" and not os.path.lexists(path):
@@ -97,7 +74,7 @@ def host(fs: FakeFilesystem) -> FakeDevices:
             devices.add(node["path"], node["major"], node["minor"], int(node["mode"], 8))
     fs.create_file("/proc/devices", contents="Character devices:\n" + PROBE["proc_devices"]
                    + "\nBlock devices:\n  8 sd\n")
-    for path, content in _capture_caps():
+    for path, content in capability_files(DRIVER_ROOT_TXT):
         fs.create_file(path, contents=content)
     return devices
 
