@@ -29,14 +29,18 @@ has ``exactly`` is left alone, so v1-shaped objects served under a beta version 
 from __future__ import annotations
 
 import copy
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from .errors import SetupError
-from .rest import ApiError, KubeApi
+from .rest import ApiError, Backoff, KubeApi
 from .rest import path as rest_path
+
+log = logging.getLogger(__name__)
 
 GROUP = "resource.k8s.io"
 SUPPORTED_VERSIONS = ("v1", "v1beta2", "v1beta1")
@@ -238,3 +242,22 @@ _FROM_V1: dict[str, dict[str, _Fix]] = {
         "ResourceClaimTemplate": _requests(_request_v1_to_v1beta1, "spec", "spec"),
     },
 }
+
+
+def discover_patiently(api: KubeApi, *, stop: threading.Event | None = None,
+                       backoff: Backoff | None = None) -> ResourceApi:
+    """``discover``, waiting out an unreachable or failing API server (with backoff, until it
+    answers or ``stop`` is set); a definite answer — DRA off, forbidden — is raised at once."""
+    backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+    stop = stop or threading.Event()
+    while True:
+        try:
+            return discover(api)
+        except SetupError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ApiError) or not cause.transient or stop.is_set():
+                raise
+            delay = backoff.next()
+            log.warning(f"{exc}; retrying in {delay:.1f}s")
+            if stop.wait(delay):
+                raise

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from .apiversions import discover
+from .apiversions import discover_patiently
 from .errors import SetupError
 from .kube import load_api_client
 from .leader import LeaderElector
@@ -56,7 +56,7 @@ class Controller:
         self.backend: Backend | None = None
         self.elector: LeaderElector | None = None
         self.publisher: SlicePublisher | None = None
-        self._trigger = threading.Event()
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         cfg = self.config
@@ -70,7 +70,7 @@ class Controller:
         self.backend = backend
         driver = backend.info.driver_name
         api = KubeApi(api_client=load_api_client(kubeconfig=cfg.kubeconfig))
-        resource_api = discover(api)
+        resource_api = discover_patiently(api, stop=self._stopping)
 
         def lead(stop: threading.Event) -> None:
             publisher = SlicePublisher(
@@ -100,6 +100,7 @@ class Controller:
 
     def stop(self) -> None:
         """Stop publishing and release the lease so that a standby takes over at once."""
+        self._stopping.set()
         if self.elector is not None:
             self.elector.stop()
             self.elector = None

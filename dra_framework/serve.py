@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .apiversions import V1, ResourceApi, discover
+from .apiversions import V1, ResourceApi, discover_patiently
 from .claimcache import ClaimCache
 from .claimstatus import ClaimStatusWriter
 from .errors import SetupError
@@ -89,15 +89,18 @@ class Node:
         self.api: KubeApi | None = None
         self.resource_api: ResourceApi = V1
 
-    def _connect(self) -> None:
+    def _connect(self, stop: threading.Event | None) -> None:
         if self._claims is None and self.api is None:
             self.api = KubeApi(api_client=load_api_client(kubeconfig=self.config.kubeconfig))
-            self.resource_api = discover(self.api)
+            self.resource_api = discover_patiently(self.api, stop=stop)
             log.info("using the resource API", extra={
                 "group_version": self.resource_api.group_version})
 
-    def start(self) -> None:
-        """Load, set up, recover and start every backend; on failure stop what started."""
+    def start(self, *, stop: threading.Event | None = None) -> None:
+        """Load, set up, recover and start every backend; on failure stop what started.
+
+        An API server that cannot be reached yet is waited for (until ``stop`` is set).
+        """
         cfg = self.config
         boot_id = read_boot_id(cfg.boot_id_file)
         try:
@@ -117,7 +120,7 @@ class Node:
                 if driver in drivers:
                     raise SetupError(f"two backends use the driver name {driver!r}")
                 drivers.add(driver)
-            self._connect()
+            self._connect(stop)
             for backend, changed in zip(self.backends, triggers, strict=True):
                 self._start_backend(backend, boot_id=boot_id, changed=changed)
         except BaseException:
@@ -191,7 +194,7 @@ class Node:
 
     def run_until(self, stop: threading.Event) -> None:
         """Start, wait for ``stop``, then stop."""
-        self.start()
+        self.start(stop=stop)
         try:
             stop.wait()
         finally:

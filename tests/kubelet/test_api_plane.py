@@ -106,3 +106,23 @@ def test_cluster_serving_only_v1beta1(short_tmp: Path) -> None:
         wait_for("slices through v1beta1", lambda: node_slices(api))
         assert any("/resource.k8s.io/v1beta1/" in r.path for r in api.requests)
         assert not any("/resource.k8s.io/v1/" in r.path for r in api.requests)
+
+
+def test_serve_waits_for_an_unreachable_api_server_at_start(short_tmp: Path) -> None:
+    """An API server that is down when the plugin starts is waited for, not a crash."""
+    import threading
+
+    with FakeApiServer() as api:
+        api.pause(refuse=True)
+        harness = PluginHarness(root=short_tmp, api=api)
+        resumed = threading.Timer(1.5, api.resume)
+        resumed.start()
+        started = time.monotonic()
+        try:
+            with harness as node:
+                assert time.monotonic() - started >= 1.0
+                c = node.add_claim(allocated_claim(name="after-outage", results=[
+                    Result(request="gpu", device="gpu-0")]))
+                assert node.connect().prepare([c])[c.uid].error == ""
+        finally:
+            resumed.cancel()
