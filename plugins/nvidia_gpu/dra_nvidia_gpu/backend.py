@@ -51,9 +51,7 @@ not a MIG device and is not found; ``nvidia-smi mig -lgi`` shows it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -80,9 +78,10 @@ from . import config as gpuconfig
 from .cdiedits import HostLayout, common_edits, gpu_edits, merge_edits, mig_edits
 from .health import HealthMonitor
 from .inventory import Inventory, PublishedDevice, build_inventory
+from .migledger import MigLedger
 from .nvml import NvmlError, PynvmlReader
 from .sharing import ClaimSharing, NvidiaSmiSharing, SharingControl, SharingManager
-from .types import GpuInfo, MigDevice, MigPlacement, MigProfile, NvmlReader
+from .types import GpuInfo, MigDevice, NvmlReader
 
 log = logging.getLogger(__name__)
 
@@ -102,84 +101,6 @@ class NvidiaOptions:
     nvml: Literal["real", "fake", "fake-8", "fake-8-mig"] = "real"
 
 
-class RecordingSharing:
-    """A ``SharingControl`` that only records, for ``nvml=fake``: no GPU is touched."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def set_timeslice(self, gpu_uuid: str, interval: Any) -> None:
-        self.calls.append(("set_timeslice", (gpu_uuid, interval)))
-
-    def reset_timeslice(self, gpu_uuid: str) -> None:
-        self.calls.append(("reset_timeslice", (gpu_uuid,)))
-
-    def start_mps(self, gpu_uuids: Sequence[str], *, pipe_dir: str, log_dir: str,
-                  active_thread_pct: int | None, pinned_limits: Mapping[str, int]) -> Any:
-        from .sharing import MpsDaemon
-
-        self.calls.append(("start_mps", (tuple(gpu_uuids), active_thread_pct)))
-        return MpsDaemon(gpu_uuids=tuple(gpu_uuids), pipe_dir=pipe_dir, log_dir=log_dir)
-
-    def stop_mps(self, daemon: Any) -> None:
-        self.calls.append(("stop_mps", (tuple(daemon.gpu_uuids),)))
-
-
-class MigLedger:
-    """The MIG instances this backend created, in a JSON file that survives restarts.
-
-    ``{"instances": [{"claim", "device", "gpu_index", "gpu_uuid", "profile", "start",
-    "gi", "ci", "uuid"}, ...]}``; ``gi``/``ci``/``uuid`` are None until the instance exists.
-    Every change rewrites the file atomically (temporary file, fsync, rename).  Used only from
-    prepare and unprepare, which the framework serializes.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def entries(self) -> list[dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot read the MIG ledger {self.path}: {exc}") from exc
-        return [e for e in data.get("instances", []) if isinstance(e, dict)]
-
-    def _write(self, entries: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"instances": entries}, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise BackendError(f"cannot write the MIG ledger {self.path}: {exc}") from exc
-
-    def intend(self, *, claim: str, device: str, gpu: GpuInfo, profile: MigProfile,
-               placement: MigPlacement) -> None:
-        """Record, before creating it, that ``claim`` is about to create ``device``."""
-        entries = [e for e in self.entries() if (e["claim"], e["device"]) != (claim, device)]
-        entries.append({"claim": claim, "device": device, "gpu_index": gpu.index,
-                        "gpu_uuid": gpu.uuid, "profile": profile.name,
-                        "start": placement.start, "gi": None, "ci": None, "uuid": None})
-        self._write(entries)
-
-    def created(self, *, claim: str, device: str, mig: MigDevice) -> None:
-        entries = self.entries()
-        for e in entries:
-            if (e["claim"], e["device"]) == (claim, device):
-                e.update(gi=mig.gpu_instance_id, ci=mig.compute_instance_id, uuid=mig.uuid)
-        self._write(entries)
-
-    def remove(self, *, claim: str, device: str) -> None:
-        entries = self.entries()
-        kept = [e for e in entries if (e["claim"], e["device"]) != (claim, device)]
-        if len(kept) != len(entries):
-            self._write(kept)
-
-
 class NvidiaGpuBackend:
     """The NVIDIA GPU backend (entry point ``nvidia-gpu``)."""
 
@@ -190,7 +111,7 @@ class NvidiaGpuBackend:
         self.layout = HostLayout()
         self.sharing: SharingManager | None = None
         self.monitor: HealthMonitor | None = None
-        self.fake_sharing: RecordingSharing | None = None
+        self.fake_sharing: Any = None  # the RecordingSharing of ``nvml=fake*``
         self.fake_nvml: Any = None  # the FakePynvml with ``nvml=fake*``: tests inject events
         self.ledger: MigLedger | None = None
         self._inventory = Inventory()
@@ -217,7 +138,7 @@ class NvidiaGpuBackend:
             control = NvidiaSmiSharing()
         else:
             from .fakehost import build_fake_host
-            from .testing import FakePynvml
+            from .testing import FakePynvml, RecordingSharing
 
             fake = (FakePynvml.from_capture() if opts.nvml == "fake"
                     else FakePynvml.synthetic(gpus=8, mig=opts.nvml == "fake-8-mig"))

@@ -35,10 +35,12 @@ import ctypes
 import importlib.resources
 import json
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
+
+from .sharing import MpsDaemon
 
 NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
@@ -618,3 +620,24 @@ class _Struct:
 
     def __repr__(self) -> str:
         return f"_Struct({self.__dict__!r})"
+
+
+class RecordingSharing:
+    """A ``SharingControl`` that only records, for ``nvml=fake``: no GPU is touched."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def set_timeslice(self, gpu_uuid: str, interval: Any) -> None:
+        self.calls.append(("set_timeslice", (gpu_uuid, interval)))
+
+    def reset_timeslice(self, gpu_uuid: str) -> None:
+        self.calls.append(("reset_timeslice", (gpu_uuid,)))
+
+    def start_mps(self, gpu_uuids: Sequence[str], *, pipe_dir: str, log_dir: str,
+                  active_thread_pct: int | None, pinned_limits: Mapping[str, int]) -> Any:
+        self.calls.append(("start_mps", (tuple(gpu_uuids), active_thread_pct)))
+        return MpsDaemon(gpu_uuids=tuple(gpu_uuids), pipe_dir=pipe_dir, log_dir=log_dir)
+
+    def stop_mps(self, daemon: Any) -> None:
+        self.calls.append(("stop_mps", (tuple(daemon.gpu_uuids),)))
