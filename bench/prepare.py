@@ -44,7 +44,7 @@ from kubernetes import client
 from dra_framework.models import ClaimRef
 from dra_framework.testing.claims import Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
-from dra_framework.testing.harness import PluginHarness
+from dra_framework.testing.harness import PluginHarness, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,10 +167,8 @@ def measure(b: Bench, *, scale: float, cached: bool) -> None:
             node = b.h.node
             assert node is not None
             cache = node.caches[0]
-            deadline = time.monotonic() + 30
-            while not all(cache.cached(c.namespace, c.name) for c in claims):
-                assert time.monotonic() < deadline, "claims never reached the cache"
-                time.sleep(0.01)
+            wait_for("the claims to reach the cache", lambda: all(
+                cache.cached(c.namespace, c.name) for c in claims), timeout=30, interval=0.01)
         return claims
 
     for c in ready(b.claims(50, device=spare)):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -23,7 +22,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from prepare import Kubelet, pct, remote_api  # noqa: E402
 
 from dra_framework.testing.claims import Result, allocated_claim  # noqa: E402
-from dra_framework.testing.harness import PluginHarness  # noqa: E402
+from dra_framework.testing.harness import PluginHarness, wait_for  # noqa: E402
 
 DRIVER = "gpu.nvidia.dra-framework.io"
 
@@ -46,10 +45,8 @@ def main() -> None:
         claims = [h.add_claim(allocated_claim(name=f"gpu-claim-{i}", results=[
             Result(request="gpu", device=f"gpu-{i % 8}", driver=DRIVER)]))
             for i in range(args.n)]
-        deadline = time.monotonic() + 60
-        while not all(cache.cached(c.namespace, c.name) for c in claims):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for("the claims to reach the cache", lambda: all(
+            cache.cached(c.namespace, c.name) for c in claims), timeout=60, interval=0.01)
         kubelet = Kubelet(h.registry_dir, DRIVER)
         try:
             prep, unprep = [], []

@@ -13,7 +13,7 @@ import pytest
 
 from dra_framework.testing.claims import Config, Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
-from dra_framework.testing.harness import PluginHarness
+from dra_framework.testing.harness import PluginHarness, wait_for
 
 DRIVER = "gpu.nvidia.dra-framework.io"
 SHARES = ["11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"]
@@ -86,15 +86,8 @@ def test_time_slicing_shared_by_two_claims(node: PluginHarness) -> None:
 
 
 def test_slices_carry_the_gpu_attributes(node: PluginHarness) -> None:
-    import time
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        slices = [s for s in node.api.objects("resourceslices") if s["spec"]["driver"] == DRIVER]
-        if slices:
-            break
-        time.sleep(0.05)
-    (published,) = slices
+    (published,) = wait_for("the node's slice", lambda: [
+        s for s in node.api.objects("resourceslices") if s["spec"]["driver"] == DRIVER])
     devices = {d["name"]: d for d in published["spec"]["devices"]}
     assert sorted(devices) == [f"gpu-{i}" for i in range(8)]
     attrs = devices["gpu-0"]["attributes"]
@@ -108,8 +101,6 @@ def test_slices_carry_the_gpu_attributes(node: PluginHarness) -> None:
 def test_xid_marks_the_gpu_unhealthy_in_stream_and_slice(tmp_path: Path) -> None:
     """A critical Xid: the health stream says UNHEALTHY, and the republished slice taints the
     device so the scheduler avoids it."""
-    import time
-
     from dra_framework.testing.fakeapi import ALL_DRA_GATES
 
     options = {"nvidia-gpu": {"nvml": "fake-8"}}
@@ -136,10 +127,7 @@ def test_xid_marks_the_gpu_unhealthy_in_stream_and_slice(tmp_path: Path) -> None
                         return list(dev["taints"])
             return []
 
-        deadline = time.monotonic() + 10
-        while not tainted() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        (taint,) = tainted()
+        (taint,) = wait_for("the taint in the slice", tainted)
         assert taint["key"] == f"{DRIVER}/unhealthy"
         assert taint["effect"] == "NoSchedule" and taint["value"] == "79"
         conn.close()

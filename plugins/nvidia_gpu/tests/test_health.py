@@ -14,6 +14,7 @@ from dra_nvidia_gpu.health import HealthMonitor, xid_message
 from dra_nvidia_gpu.types import DriverInfo, GpuInfo, MigDevice, MigProfile, XidEvent
 
 from dra_framework.models import DeviceTaint, HealthStatus
+from dra_framework.testing.harness import wait_for
 
 XID_CRITICAL = 0x8  # nvmlEventTypeXidCriticalError
 
@@ -85,10 +86,7 @@ def _monitor(reader: StubReader | None = None, **kwargs: Any) -> tuple[HealthMon
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
+    wait_for("the condition", condition, timeout=timeout, interval=0.01)
 
 
 Running = tuple[StubReader, HealthMonitor, Changes]
