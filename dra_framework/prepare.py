@@ -221,13 +221,6 @@ class ClaimPreparer:
         if existing is not None and not self._undo(existing):
             raise DeviceInUseError("an earlier, interrupted prepare of this claim could not be "
                                    "rolled back; see the plugin log")
-        for d in devices:
-            shared = d.admin_access or d.share_id  # admin access, or a multi-allocation share
-            owner = None if shared else self.checkpoint.device_owner(d.pool, d.device)
-            if owner and owner != claim.uid:
-                raise DeviceInUseError(
-                    f"device {d.pool}/{d.device} is already prepared for claim {owner}"
-                )
         record = ClaimRecord(
             uid=claim.uid, namespace=claim.namespace, name=claim.name, phase="preparing",
             devices=tuple(RecordedDevice(request=d.request, pool=d.pool, device=d.device,
@@ -235,6 +228,12 @@ class ClaimPreparer:
                           for d in devices),
             cdi_spec=str(self.cdi.spec_path(claim.uid)),
         )
+        for rd in record.devices:  # the same rule that decides which devices get a marker
+            owner = self.checkpoint.device_owner(rd.pool, rd.device) if rd.exclusive else None
+            if owner and owner != claim.uid:
+                raise DeviceInUseError(
+                    f"device {rd.pool}/{rd.device} is already prepared for claim {owner}"
+                )
         self.checkpoint.put(record)
         self.checkpoint.mark_devices(record)
         faults.point("prepare:recorded")
