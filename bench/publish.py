@@ -31,11 +31,11 @@ from typing import Any
 import attrs
 from kubernetes import client
 
-from dra_framework.apiversions import V1
+from dra_framework.api.apiversions import V1
+from dra_framework.api.publisher import PublishResult, SlicePublisher
+from dra_framework.api.rest import KubeApi
+from dra_framework.api.slices import NodePool
 from dra_framework.models import Device, Version
-from dra_framework.publisher import PublishResult, SlicePublisher
-from dra_framework.rest import KubeApi
-from dra_framework.slices import NodePool
 from dra_framework.testing.fakeapi import FakeApiServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,14 +21,14 @@ import attrs
 import grpc
 import pytest
 
-from dra_framework._proto.dra.v1 import api_pb2 as v1_pb2
-from dra_framework._proto.dra.v1 import api_pb2_grpc as v1_grpc
-from dra_framework._proto.dra.v1beta1 import api_pb2 as v1beta1_pb2
-from dra_framework._proto.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
-from dra_framework._proto.drahealth.v1alpha1 import api_pb2 as health_pb2
-from dra_framework._proto.drahealth.v1alpha1 import api_pb2_grpc as health_grpc
-from dra_framework._proto.pluginregistration.v1 import api_pb2 as reg_pb2
-from dra_framework._proto.pluginregistration.v1 import api_pb2_grpc as reg_grpc
+from dra_framework.kubelet._proto.dra.v1 import api_pb2 as v1_pb2
+from dra_framework.kubelet._proto.dra.v1 import api_pb2_grpc as v1_grpc
+from dra_framework.kubelet._proto.dra.v1beta1 import api_pb2 as v1beta1_pb2
+from dra_framework.kubelet._proto.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
+from dra_framework.kubelet._proto.drahealth.v1alpha1 import api_pb2 as health_pb2
+from dra_framework.kubelet._proto.drahealth.v1alpha1 import api_pb2_grpc as health_grpc
+from dra_framework.kubelet._proto.pluginregistration.v1 import api_pb2 as reg_pb2
+from dra_framework.kubelet._proto.pluginregistration.v1 import api_pb2_grpc as reg_grpc
 from dra_framework.testing.kubelet import (
     ClaimRef,
     ClaimResult,

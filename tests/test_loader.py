@@ -36,7 +36,7 @@ def test_unloadable_backend_is_a_setup_error(acme_distribution: Path) -> None:
 def test_backends_command_lists_versions_and_drivers(acme_distribution: Path) -> None:
     from click.testing import CliRunner
 
-    from dra_framework.cli import main
+    from dra_framework.commands.cli import main
 
     out = CliRunner().invoke(main, ["backends"]).output
     lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}

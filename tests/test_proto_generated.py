@@ -3,7 +3,7 @@
 Two kinds of checks:
 
 * freshness: regenerating into a temporary directory must reproduce the committed
-  ``dra_framework/_proto`` tree byte for byte (no file missing, extra or different);
+  ``dra_framework/kubelet/_proto`` tree byte for byte (no file missing, extra or different);
 * the wire contract of docs/kubelet-grpc.md, read back from the descriptors and the generated
   stubs: proto packages, file names, every message's exact field set (numbers, types, labels),
   enum values, services and full gRPC method paths, and ``share_id`` presence semantics.
@@ -21,15 +21,15 @@ import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from dra_framework.protos import generate
+from dra_framework.kubelet.protos import generate
 
 REGENERATE = f"run `{generate.COMMAND}` and commit the result"
 
 MODULES = {
-    "pluginregistration.v1": "dra_framework._proto.pluginregistration.v1",
-    "dra.v1": "dra_framework._proto.dra.v1",
-    "dra.v1beta1": "dra_framework._proto.dra.v1beta1",
-    "drahealth.v1alpha1": "dra_framework._proto.drahealth.v1alpha1",
+    "pluginregistration.v1": "dra_framework.kubelet._proto.pluginregistration.v1",
+    "dra.v1": "dra_framework.kubelet._proto.dra.v1",
+    "dra.v1beta1": "dra_framework.kubelet._proto.dra.v1beta1",
+    "drahealth.v1alpha1": "dra_framework.kubelet._proto.drahealth.v1alpha1",
 }
 
 
@@ -68,7 +68,7 @@ def test_committed_modules_match_the_proto_sources(tmp_path: Path) -> None:
         *(f"out of date: {name}" for name in different),
     ]
     assert not problems, (
-        "dra_framework/_proto does not match the .proto sources:\n  "
+        "dra_framework/kubelet/_proto does not match the .proto sources:\n  "
         + "\n  ".join(problems)
         + f"\n{REGENERATE}"
     )
@@ -92,12 +92,12 @@ def test_generation_is_deterministic_and_removes_stale_files(tmp_path: Path) -> 
 
 
 EXPECTED_FILES = [
-    ("pluginregistration.v1", "dra_framework/_proto/pluginregistration/v1/api.proto",
+    ("pluginregistration.v1", "dra_framework/kubelet/_proto/pluginregistration/v1/api.proto",
      "pluginregistration"),
-    ("dra.v1", "dra_framework/_proto/dra/v1/api.proto", "k8s.io.kubelet.pkg.apis.dra.v1"),
-    ("dra.v1beta1", "dra_framework/_proto/dra/v1beta1/api.proto",
+    ("dra.v1", "dra_framework/kubelet/_proto/dra/v1/api.proto", "k8s.io.kubelet.pkg.apis.dra.v1"),
+    ("dra.v1beta1", "dra_framework/kubelet/_proto/dra/v1beta1/api.proto",
      "k8s.io.kubelet.pkg.apis.dra.v1beta1"),
-    ("drahealth.v1alpha1", "dra_framework/_proto/drahealth/v1alpha1/api.proto", "v1alpha1"),
+    ("drahealth.v1alpha1", "dra_framework/kubelet/_proto/drahealth/v1alpha1/api.proto", "v1alpha1"),
 ]  # fmt: skip
 
 

@@ -26,11 +26,7 @@ from dra_framework.testing import _fakeapi_validation_claims as vc
 from dra_framework.testing._fakeapi_quantity import QuantityError, canonical
 from dra_framework.testing._fakeapi_rawjson import RawMap, find_raw_paths, go_json, is_raw_path
 from dra_framework.testing._fakeapi_resources import ResourceInfo, order_metadata
-from dra_framework.testing._fakeapi_status import (
-    FieldError,
-    bad_request,
-    invalid_object,
-)
+from dra_framework.testing._fakeapi_status import FieldError, bad_request, invalid_object
 
 JsonDict = dict[str, Any]
 Pattern = tuple[str, ...]

@@ -375,7 +375,7 @@ class EnvtestControlPlane:
 
     def api_client(self) -> client.ApiClient:
         """A new ``kubernetes.client.ApiClient`` as ``admin`` (close it when done)."""
-        from dra_framework.kube import load_api_client
+        from dra_framework.api.kubeconfig import load_api_client
 
         return load_api_client(kubeconfig=str(self.kubeconfig_path))
 

@@ -6,8 +6,9 @@
         claim = h.add_claim(allocated_claim(name="c", results=[Result("gpu", "dev-0")]))
         result = h.connect("my.driver.example.com").prepare([claim])[claim.uid]
 
-The plugin is the production stack (``dra_framework.serve.Node``), reading claims through the
-real ``kubernetes`` client from ``FakeApiServer`` over HTTP and answering over real unix sockets.
+The plugin is the production stack (``dra_framework.commands.serve.Node``), reading claims through
+the real ``kubernetes`` client from ``FakeApiServer`` over HTTP and answering over real unix
+sockets.
 ``restart`` stops and starts the plugin on the same directories, as a pod restart would.
 """
 
@@ -20,8 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..commands.serve import Node, ServeConfig
 from ..models import ClaimRef
-from ..serve import Node, ServeConfig
 from .fakeapi import FakeApiServer
 from .kubelet import KubeletClient, PluginConnection
 

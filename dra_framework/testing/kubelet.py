@@ -24,14 +24,14 @@ from typing import Any, Protocol, overload
 import attrs
 import grpc
 
-from dra_framework._proto.dra.v1 import api_pb2 as dra_v1_pb2
-from dra_framework._proto.dra.v1 import api_pb2_grpc as dra_v1_grpc
-from dra_framework._proto.dra.v1beta1 import api_pb2 as dra_v1beta1_pb2
-from dra_framework._proto.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
-from dra_framework._proto.drahealth.v1alpha1 import api_pb2 as health_pb2
-from dra_framework._proto.drahealth.v1alpha1 import api_pb2_grpc as health_grpc
-from dra_framework._proto.pluginregistration.v1 import api_pb2 as registration_pb2
-from dra_framework._proto.pluginregistration.v1 import api_pb2_grpc as registration_grpc
+from dra_framework.kubelet._proto.dra.v1 import api_pb2 as dra_v1_pb2
+from dra_framework.kubelet._proto.dra.v1 import api_pb2_grpc as dra_v1_grpc
+from dra_framework.kubelet._proto.dra.v1beta1 import api_pb2 as dra_v1beta1_pb2
+from dra_framework.kubelet._proto.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
+from dra_framework.kubelet._proto.drahealth.v1alpha1 import api_pb2 as health_pb2
+from dra_framework.kubelet._proto.drahealth.v1alpha1 import api_pb2_grpc as health_grpc
+from dra_framework.kubelet._proto.pluginregistration.v1 import api_pb2 as registration_pb2
+from dra_framework.kubelet._proto.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 from dra_framework.models import ClaimRef
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from dra_framework.apiversions import (
+from dra_framework.api.apiversions import (
     SUPPORTED_VERSIONS,
     V1,
     ResourceApi,
@@ -21,8 +21,8 @@ from dra_framework.apiversions import (
     discover,
     served_versions,
 )
+from dra_framework.api.rest import KubeApi
 from dra_framework.errors import SetupError
-from dra_framework.rest import KubeApi
 from dra_framework.testing.fakeapi import FakeApiServer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-v1.35"

@@ -11,9 +11,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from dra_framework import doctor as doctor_module
-from dra_framework.doctor import DRIVER_PERMISSIONS, SSAR_PATH, Permission, doctor, run_doctor
-from dra_framework.rest import ApiError, KubeApi
+from dra_framework.api.rest import ApiError, KubeApi
+from dra_framework.commands import doctor as doctor_module
+from dra_framework.commands.doctor import (
+    DRIVER_PERMISSIONS,
+    SSAR_PATH,
+    Permission,
+    doctor,
+    run_doctor,
+)
 from dra_framework.testing.fakeapi import FakeApiServer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-v1.35"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dra_framework.rest import ApiError, Backoff, KubeApi, dumps, path, with_retries
+from dra_framework.api.rest import ApiError, Backoff, KubeApi, dumps, path, with_retries
 from dra_framework.testing.claims import Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 

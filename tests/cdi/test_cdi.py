@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dra_framework.cdi import (
+from dra_framework.errors import ClaimError
+from dra_framework.models import ContainerEdits, DeviceNode, Hook, Mount
+from dra_framework.node.cdi import (
     CdiError,
     CdiSpecStore,
     build_spec,
@@ -22,8 +24,6 @@ from dra_framework.cdi import (
     validate_device_name,
     validate_kind,
 )
-from dra_framework.errors import ClaimError
-from dra_framework.models import ContainerEdits, DeviceNode, Hook, Mount
 
 KIND = "k8s.gpu.example.com/gpu"
 UID = "3f2b9c1e-8d4a-4c7e-9b1a-2e6f0d5c7a11"
@@ -468,7 +468,7 @@ def test_temp_file_name_is_invisible_to_runtimes(
         assert os.path.dirname(src) == os.path.dirname(dst) == ROOT
         real_replace(src, dst)
 
-    monkeypatch.setattr("dra_framework.cdi.os.replace", spy)
+    monkeypatch.setattr("dra_framework.node.cdi.os.replace", spy)
     store.write_claim_spec(claim_uid=UID, devices=[("x", EDITS)])
     assert len(seen) == 1
     assert re.fullmatch(r"spec\..+\.tmp", seen[0])
@@ -486,7 +486,7 @@ def test_failed_write_leaves_no_temp_and_keeps_old_file(
         raise OSError("injected failure") if fail_at != "dumps" else TypeError("not JSON")
 
     module = "json" if fail_at == "dumps" else "os"
-    monkeypatch.setattr(f"dra_framework.cdi.{module}.{fail_at}", boom)
+    monkeypatch.setattr(f"dra_framework.node.cdi.{module}.{fail_at}", boom)
     with pytest.raises(CdiError, match="cannot write CDI spec"):
         store.write_claim_spec(claim_uid=UID, devices=[("new", EDITS)])
     monkeypatch.undo()

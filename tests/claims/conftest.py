@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dra_framework.claimcache import ClaimCache
-from dra_framework.kube import load_api_client
-from dra_framework.rest import Backoff, KubeApi
-from dra_framework.serve import Node
+from dra_framework.api.claimcache import ClaimCache
+from dra_framework.api.kubeconfig import load_api_client
+from dra_framework.api.rest import Backoff, KubeApi
+from dra_framework.commands.serve import Node
 from dra_framework.testing.fakeapi import FakeApiServer
 from dra_framework.testing.harness import PluginHarness
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from dra_framework.allocation import allocated_devices
-from dra_framework.claimcache import ClaimCache, relevant
+from dra_framework.api.claimcache import ClaimCache, relevant
 from dra_framework.errors import ClaimMismatchError
 from dra_framework.models import ClaimRef
+from dra_framework.node.allocation import allocated_devices
 from dra_framework.testing.claims import Result, allocated_claim, unallocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from dra_framework import claimstatus, rawjson
-from dra_framework.checkpoint import ClaimRecord, RecordedDevice
-from dra_framework.claimstatus import (
+from dra_framework.api import claimstatus, rawjson
+from dra_framework.api.claimstatus import (
     ClaimStatusWriter,
     DeviceStatusEntry,
     StatusUpdater,
     merge_device_statuses,
 )
+from dra_framework.api.rest import ApiError, Backoff, KubeApi, dumps
 from dra_framework.models import (
     ClaimRef,
     Condition,
@@ -26,7 +26,7 @@ from dra_framework.models import (
     NetworkDeviceData,
     PreparedDevice,
 )
-from dra_framework.rest import ApiError, Backoff, KubeApi, dumps
+from dra_framework.node.checkpoint import ClaimRecord, RecordedDevice
 from dra_framework.testing.claims import Config, Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 
@@ -377,7 +377,7 @@ def test_writer_never_blocks_and_retries(server: FakeApiServer,
 def test_writer_logs_a_refused_write(server: FakeApiServer, writer: ClaimStatusWriter,
                                      caplog: pytest.LogCaptureFixture) -> None:
     obj = server.seed(fixture("resourceclaim-allocated.json"))
-    caplog.set_level(logging.ERROR, logger="dra_framework.claimstatus")
+    caplog.set_level(logging.ERROR, logger="dra_framework.api.claimstatus")
     writer.claim_prepared(record(obj, ("gpu-3", DeviceStatus(conditions=(READY,)))))
     assert writer.flush(5)
     ((claim, err),) = writer.failures

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from dra_framework.cli import main
+from dra_framework.commands.cli import main
 
 
 def effective(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:

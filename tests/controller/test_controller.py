@@ -24,7 +24,8 @@ class ControllerProcess:
     def __init__(self, root: Path, kubeconfig: Path, identity: str) -> None:
         self.identity = identity
         self.log = root / f"{identity}.log"
-        args = [sys.executable, "-m", "dra_framework.cli", "controller", "--backend", "example",
+        args = [sys.executable, "-m", "dra_framework.commands.cli", "controller",
+                "--backend", "example",
                 "--backend-option", "example.seats=4", "--kubeconfig", str(kubeconfig),
                 "--identity", identity, "--lease-duration", "2", "--renew-deadline", "1.5",
                 "--retry-period", "0.2", "--state-dir", str(root / "state"),
@@ -99,7 +100,7 @@ def test_backend_without_cluster_pools_is_refused(cluster: tuple[FakeApiServer, 
                                                   acme_distribution: Path) -> None:
     _, kubeconfig = cluster
     result = subprocess.run(
-        [sys.executable, "-m", "dra_framework.cli", "controller", "--backend", "acme-min",
+        [sys.executable, "-m", "dra_framework.commands.cli", "controller", "--backend", "acme-min",
          "--kubeconfig", str(kubeconfig)],
         capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(acme_distribution)})

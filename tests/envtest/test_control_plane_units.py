@@ -15,12 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from dra_framework.kube import load_api_client
+from dra_framework.api.kubeconfig import load_api_client
 from dra_framework.testing import envtest
-from dra_framework.testing.envtest import (
-    EnvtestControlPlane,
-    EnvtestError,
-)
+from dra_framework.testing.envtest import EnvtestControlPlane, EnvtestError
 
 
 def make_assets(tmp_path: Path, *names: str, executable: bool = True) -> Path:

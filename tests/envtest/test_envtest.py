@@ -133,14 +133,14 @@ def claims(api_client: Any, namespace: str, cluster: None) -> Iterator[Claims]:
 class Plugin:
     conn: Any  # dra_framework.testing.kubelet.PluginConnection
     cdi_root: Path
-    node: Any  # dra_framework.serve.Node
+    node: Any  # dra_framework.commands.serve.Node
 
 
 @pytest.fixture
 def plugin(control_plane: EnvtestControlPlane, claims: Claims,
            tmp_path: Path) -> Iterator[Plugin]:
     """The example backend served by ``serve.Node`` for ``node-1``, registered by a kubelet."""
-    from dra_framework.serve import Node, ServeConfig
+    from dra_framework.commands.serve import Node, ServeConfig
     from dra_framework.testing.kubelet import KubeletClient
 
     boot_id = tmp_path / "boot_id"
@@ -158,9 +158,9 @@ def plugin(control_plane: EnvtestControlPlane, claims: Claims,
 
 
 def test_claim_reader_reads_an_allocated_claim(api_client: Any, claims: Claims) -> None:
-    from dra_framework.allocation import allocated_devices
-    from dra_framework.kube import ClaimReader
-    from dra_framework.rest import KubeApi
+    from dra_framework.api.claimreader import ClaimReader
+    from dra_framework.api.rest import KubeApi
+    from dra_framework.node.allocation import allocated_devices
 
     name = claims.unique_name("read")
     uid = claims.create(name, device="gpu-1")
@@ -233,7 +233,7 @@ def test_unprepare_after_the_claim_is_deleted(plugin: Plugin, claims: Claims) ->
 
 
 def node_slices(api_client: Any) -> list[dict[str, Any]]:
-    from dra_framework.rest import KubeApi
+    from dra_framework.api.rest import KubeApi
 
     listed = KubeApi(api_client=api_client).list(
         "/apis/resource.k8s.io/v1/resourceslices",

@@ -27,7 +27,7 @@ class ServeProcess:
         if not boot.exists():
             boot.write_text("11111111-1111-1111-1111-111111111111\n")
         env = {**os.environ, "NODE_NAME": "node-1", "DRA_FRAMEWORK_CRASH_AT": crash_at}
-        args = [sys.executable, "-m", "dra_framework.cli", "serve", "--backend", "example",
+        args = [sys.executable, "-m", "dra_framework.commands.cli", "serve", "--backend", "example",
                 "--kubeconfig", str(kubeconfig), "--kubelet-registry-dir", str(self.registry_dir),
                 "--kubelet-plugins-dir", str(self.plugins_dir), "--cdi-root", str(self.cdi_root),
                 "--boot-id-file", str(boot), "--log-format", "json"]

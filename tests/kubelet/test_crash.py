@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dra_framework import faults
+from dra_framework.node import faults
 from dra_framework.testing.claims import Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 from dra_framework.testing.kubelet import PluginRpcError

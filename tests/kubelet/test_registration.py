@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dra_framework.errors import SetupError
-from dra_framework.plugin import registration_socket_path
+from dra_framework.kubelet.plugin import registration_socket_path
 from dra_framework.testing.fakeapi import FakeApiServer
 from dra_framework.testing.harness import PluginHarness
 from dra_framework.testing.kubelet import KubeletClient

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from dra_framework.leader import LeaderElector
-from dra_framework.rest import ApiError, KubeApi
+from dra_framework.api.leader import LeaderElector
+from dra_framework.api.rest import ApiError, KubeApi
 from dra_framework.testing.fakeapi import FakeApiServer
 
 LEASE, RENEW, RETRY = 1.0, 0.6, 0.1

@@ -55,8 +55,8 @@ def read_markers(markers: Path) -> list[tuple[float, str, str]]:
 def main(argv: list[str] | None = None) -> None:
     from kubernetes import client
 
-    from dra_framework.leader import LeaderElector
-    from dra_framework.rest import KubeApi
+    from dra_framework.api.leader import LeaderElector
+    from dra_framework.api.rest import KubeApi
 
     parser = argparse.ArgumentParser()
     for flag in ("--url", "--name", "--identity", "--markers"):

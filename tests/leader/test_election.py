@@ -8,7 +8,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from dra_framework.leader import Clock
+from dra_framework.api.leader import Clock
 from dra_framework.testing.fakeapi import FakeApiServer
 
 from .conftest import LEASE, RETRY, MakeElector, wait_until

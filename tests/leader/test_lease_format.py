@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dra_framework.leader import Clock, LeaderElector, default_identity, microtime
+from dra_framework.api.leader import Clock, LeaderElector, default_identity, microtime
 from dra_framework.testing.fakeapi import FakeApiServer
 
 from .conftest import FlakyApi, MakeElector, api_for, wait_until

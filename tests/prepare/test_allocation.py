@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from dra_framework.allocation import allocated_devices, base_request_names
 from dra_framework.errors import ClaimMismatchError, ConfigError
 from dra_framework.models import ClaimRef
+from dra_framework.node.allocation import allocated_devices, base_request_names
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-v1.35"
 DRIVER = "gpu.example.com"

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from dra_framework.checkpoint import ClaimRecord, RecordedDevice
 from dra_framework.errors import ClaimMismatchError
 from dra_framework.loader import Backend
 from dra_framework.models import BackendSettings, ClaimRef
-from dra_framework.prepare import ClaimPreparer
+from dra_framework.node.checkpoint import ClaimRecord, RecordedDevice
+from dra_framework.node.prepare import ClaimPreparer
 from dra_framework.testing.claims import Config, Result, allocated_claim
 
 

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dra_framework.apiversions import V1
+from dra_framework.api.apiversions import V1
+from dra_framework.api.publisher import DesiredPools, SlicePublisher
+from dra_framework.api.rest import KubeApi
+from dra_framework.api.slices import NodePool
 from dra_framework.models import CounterConsumption, CounterSet, Device, DeviceTaint, Version
-from dra_framework.publisher import DesiredPools, SlicePublisher
-from dra_framework.rest import KubeApi
-from dra_framework.slices import NodePool
 from dra_framework.testing.fakeapi import FakeApiServer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-v1.35"

@@ -11,9 +11,9 @@ import attrs
 import pytest
 from prometheus_client import REGISTRY
 
-from dra_framework.apiversions import V1
-from dra_framework.rest import KubeApi
-from dra_framework.slices import NodePool
+from dra_framework.api.apiversions import V1
+from dra_framework.api.rest import KubeApi
+from dra_framework.api.slices import NodePool
 from dra_framework.testing.fakeapi import FakeApiServer
 
 from .helpers import (
@@ -180,7 +180,7 @@ def test_server_refusal_is_logged_as_is_without_a_hot_loop(
     server.fail_next(method="create", resource="resourceslices", status=422, body=refusal,
                      count=1000)
     publisher = make_publisher(server, node_inventory(gpus(4)), resync_interval=0.6)
-    with caplog.at_level(logging.ERROR, logger="dra_framework.publisher"):
+    with caplog.at_level(logging.ERROR, logger="dra_framework.api.publisher"):
         result = publisher.reconcile_once()
         assert result.errors == [refusal["message"]] and not result.ok
         server.clear_requests()

@@ -8,10 +8,10 @@ from typing import Any
 import attrs
 import pytest
 
-from dra_framework.apiversions import ResourceApi
+from dra_framework.api.apiversions import ResourceApi
+from dra_framework.api.publisher import SlicePublisher
+from dra_framework.api.slices import NodePool
 from dra_framework.models import Device, DeviceTaint, Pool, Version
-from dra_framework.publisher import SlicePublisher
-from dra_framework.slices import NodePool
 from dra_framework.testing.fakeapi import FakeApiServer
 
 from .helpers import (
@@ -195,7 +195,7 @@ def test_dropped_fields_are_reported_once_without_an_update_loop(
         server: FakeApiServer, caplog: pytest.LogCaptureFixture) -> None:
     taint = DeviceTaint(key="example.com/maintenance", effect="NoSchedule")
     publisher = make_publisher(server, node_inventory(gpus(4, taints=(taint,))))
-    with caplog.at_level(logging.WARNING, logger="dra_framework.publisher"):
+    with caplog.at_level(logging.WARNING, logger="dra_framework.api.publisher"):
         assert publisher.reconcile_once().created == 1
         writes = server.write_count()
         for _ in range(3):
@@ -276,7 +276,7 @@ def test_invalid_pool_is_refused_and_others_still_published(
     inventory = Inventory([Pool(name="good", devices=gpus(2), all_nodes=True),
                            Pool(name="bad", devices=(bad,), all_nodes=True)])
     publisher = make_publisher(gated_server, inventory, node=None)
-    with caplog.at_level(logging.ERROR, logger="dra_framework.publisher"):
+    with caplog.at_level(logging.ERROR, logger="dra_framework.api.publisher"):
         result = publisher.reconcile_once()
     assert result.invalid_pools == ["bad"] and result.created == 1
     assert [s["spec"]["pool"]["name"] for s in slices(gated_server)] == ["good"]

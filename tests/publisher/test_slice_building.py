@@ -8,8 +8,7 @@ from typing import Any
 import attrs
 import pytest
 
-from dra_framework.models import CounterConsumption, Device, DeviceTaint, Version
-from dra_framework.slices import (
+from dra_framework.api.slices import (
     NodePool,
     comparable,
     device_json,
@@ -19,6 +18,7 @@ from dra_framework.slices import (
     node_pool_slices,
     split_devices,
 )
+from dra_framework.models import CounterConsumption, Device, DeviceTaint, Version
 
 from .helpers import DRIVER, NODE, NODE_UID, counter_sets, gpu, gpus, partition
 

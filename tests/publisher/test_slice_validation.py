@@ -14,16 +14,16 @@ from typing import Any
 import attrs
 import pytest
 
-from dra_framework.errors import DraError
-from dra_framework.models import CounterConsumption, CounterSet, Device, DeviceTaint, Pool, Version
-from dra_framework.rest import ApiError
-from dra_framework.slices import NodePool, cluster_pool_slices, node_pool_slices
-from dra_framework.slicevalidation import (
+from dra_framework.api.rest import ApiError
+from dra_framework.api.slices import NodePool, cluster_pool_slices, node_pool_slices
+from dra_framework.api.slicevalidation import (
     SliceValidationError,
     parse_quantity,
     pool_problems,
     validate_pool,
 )
+from dra_framework.errors import DraError
+from dra_framework.models import CounterConsumption, CounterSet, Device, DeviceTaint, Pool, Version
 from dra_framework.testing.fakeapi import FakeApiServer
 
 from .helpers import DRIVER, NODE, NODE_UID, gpu, kube_api

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dra_framework.checkpoint import API_VERSION, Checkpoint, ClaimRecord, RecordedDevice
 from dra_framework.errors import ConfigError
 from dra_framework.models import ContainerEdits, PreparedDevice
+from dra_framework.node.checkpoint import API_VERSION, Checkpoint, ClaimRecord, RecordedDevice
 
 
 def record(uid: str = "uid-1", phase: str = "prepared", device: str = "gpu-0",

@@ -20,8 +20,8 @@ from dra_nvidia_gpu.nvml import NvmlError, PynvmlReader
 from dra_nvidia_gpu.testing import FakePynvml
 from dra_nvidia_gpu.types import NvmlReader
 
-from dra_framework.slices import device_json
-from dra_framework.slicevalidation import device_problems
+from dra_framework.api.slices import device_json
+from dra_framework.api.slicevalidation import device_problems
 
 
 def _time(build: Callable[[], Inventory], rounds: int) -> tuple[float, float, Inventory]:

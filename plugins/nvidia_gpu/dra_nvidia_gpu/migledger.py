@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dra_framework import BackendError
-from dra_framework.checkpoint import atomic_write
+from dra_framework.durable import atomic_write
 
 from .types import GpuInfo, MigDevice, MigPlacement, MigProfile
 

@@ -9,9 +9,9 @@ It prints, one section each:
 
 (a) NVML: driver and CUDA versions, the GPUs, their MIG mode, profiles and MIG devices;
 (b) the ResourceSlice devices the backend would publish for this node, as the publisher renders
-    them (``dra_framework.slices.device_json``), and the problems ``slicevalidation`` finds in
+    them (``dra_framework.api.slices.device_json``), and the problems ``slicevalidation`` finds in
     the slices (also for the ``partitionable`` inventory, summarised);
-(c) the CDI spec of one claim holding GPU 0 (``dra_framework.cdi.build_spec``), printed only,
+(c) the CDI spec of one claim holding GPU 0 (``dra_framework.node.cdi.build_spec``), printed only,
     and which of its host paths are missing;
 (d) timings: NVML init, enumeration, inventory, CDI edits;
 (e) the result of one 2 s wait for NVML critical events, and the health the backend reports.
@@ -141,10 +141,10 @@ def run(args: argparse.Namespace) -> int:
     from dra_nvidia_gpu.inventory import build_inventory
     from dra_nvidia_gpu.nvml import PynvmlReader
 
-    from dra_framework.cdi import build_spec, claim_device_name
+    from dra_framework.api.slices import NodePool, device_json, node_pool_slices
+    from dra_framework.api.slicevalidation import pool_problems
     from dra_framework.models import DriverInfo
-    from dra_framework.slices import NodePool, device_json, node_pool_slices
-    from dra_framework.slicevalidation import pool_problems
+    from dra_framework.node.cdi import build_spec, claim_device_name
 
     check = Check()
     state: dict[str, Any] = {}

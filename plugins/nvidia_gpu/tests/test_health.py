@@ -300,8 +300,8 @@ def test_xid_message(xid: int, message: str) -> None:
 
 
 def test_taints_validate_as_resource_slice_taints() -> None:
-    from dra_framework.slices import taint_json
-    from dra_framework.slicevalidation import device_problems
+    from dra_framework.api.slices import taint_json
+    from dra_framework.api.slicevalidation import device_problems
 
     monitor, _ = _monitor()
     monitor.handle(_xid(GPUS[0], 79))

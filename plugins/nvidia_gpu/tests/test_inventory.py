@@ -20,14 +20,14 @@ from dra_nvidia_gpu.inventory import (
 from dra_nvidia_gpu.nvml import PynvmlReader
 from dra_nvidia_gpu.testing import FakePynvml
 
-from dra_framework.models import Version
-from dra_framework.slices import NodePool, device_json, node_pool_slices
-from dra_framework.slicevalidation import (
+from dra_framework.api.slices import NodePool, device_json, node_pool_slices
+from dra_framework.api.slicevalidation import (
     MAX_ATTRIBUTES_AND_CAPACITIES,
     device_problems,
     parse_quantity,
     pool_problems,
 )
+from dra_framework.models import Version
 
 Reader = Callable[..., PynvmlReader]
 Fake = Callable[..., FakePynvml]

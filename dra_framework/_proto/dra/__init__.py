@@ -1,1 +1,0 @@
-"""Generated kubelet gRPC modules; do not edit.  Regenerate with ``python -m dra_framework.protos.generate``."""

@@ -1,0 +1,13 @@
+"""The API plane: everything the driver reads from and writes to the Kubernetes API server.
+
+Owns raw JSON access on the official client's connection (``rest``, ``kubeconfig``), discovery
+of the served ``resource.k8s.io`` version and conversion at the edge (``apiversions``), the claim
+sources the preparer reads from (``claimcache``: a watch of this node's claims; ``claimreader``:
+a live GET), the claim ``status.devices`` writer (``claimstatus``, with ``rawjson`` for opaque
+parameters kept byte for byte), ResourceSlice building, validation and publishing (``slices``,
+``slicevalidation``, ``publisher``) and Lease leader election (``leader``).
+
+May import: ``dra_framework.node`` (it implements the node's ``ports``) and the contract
+modules at the package's top level (and ``kubernetes`` / ``urllib3``, confined to ``rest``,
+``kubeconfig`` and ``claimcache``).  Never the kubelet side or the commands.
+"""
