@@ -114,7 +114,8 @@ def run(url: str, devices: int, repeat: int) -> None:
     rows.append(("unchanged resync", max(w for w, _ in noop),
                  statistics.median(t for _, t in noop)))
     changed = list(inventory["pool"].devices)
-    changed[700] = attrs.evolve(changed[700], attributes={**changed[700].attributes,
+    one = len(changed) * 2 // 3  # a device in one of the later slices
+    changed[one] = attrs.evolve(changed[one], attributes={**changed[one].attributes,
                                                           "model": "Example-X100-SXM"})
     inventory["pool"] = NodePool(tuple(changed))
     rows.append(("one device changed", *measure(api, publisher.reconcile_once)))
