@@ -1,6 +1,7 @@
 """The API plane: everything the driver reads from and writes to the Kubernetes API server.
 
-Owns raw JSON access on the official client's connection (``rest``, ``kubeconfig``), discovery
+Owns raw JSON access on the official client's connection (``rest``, ``kubeconfig``; every
+answer decoded by ``jsondecode``, which no depth or integer size can make fail), discovery
 of the served ``resource.k8s.io`` version and conversion at the edge (``apiversions``), the claim
 sources the preparer reads from (``claimcache``: a watch of this node's claims; ``claimreader``:
 a live GET), the claim ``status.devices`` writer (``claimstatus``, with ``rawjson`` for opaque
@@ -8,6 +9,6 @@ parameters kept byte for byte), ResourceSlice building, validation and publishin
 ``slicevalidation``, ``publisher``) and Lease leader election (``leader``).
 
 May import: ``dra_framework.node`` (it implements the node's ``ports``) and the contract
-modules at the package's top level (and ``kubernetes`` / ``urllib3``, confined to ``rest``,
-``kubeconfig`` and ``claimcache``).  Never the kubelet side or the commands.
+modules at the package's top level (and ``kubernetes`` / ``urllib3``, confined to ``rest`` and
+``kubeconfig``).  Never the kubelet side or the commands.
 """

@@ -28,7 +28,6 @@ has ``exactly`` is left alone, so v1-shaped objects served under a beta version 
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ from typing import Any
 import attrs
 
 from ..errors import SetupError
+from .jsondecode import clone
 from .rest import ApiError, Backoff, KubeApi
 from .rest import path as rest_path
 
@@ -149,7 +149,7 @@ def _convert(obj: JsonDict, kind: str | None, api_version: str,
         event = dict(obj)  # a watch event: {"type": ..., "object": {...}}
         event["object"] = _convert(obj["object"], kind, api_version, fixes)
         return event
-    out = copy.deepcopy(obj)
+    out: JsonDict = clone(obj)  # opaque parameters may nest deeper than recursion allows
     _convert_in_place(out, kind or str(out.get("kind") or ""), api_version, fixes)
     return out
 

@@ -12,7 +12,7 @@ background thread, and keeps a claim only while it is *relevant* (``relevant``):
   with label expressions is not evaluated and does not count).
 
 The rule only decides what is worth memory; it never makes an answer wrong, because
-everything else falls back to a live read (the default fallback is ``kube.ClaimReader``):
+everything else falls back to a live read (the default fallback is ``ClaimReader``):
 
 * a claim not in the cache, or cached under another UID, is read live, so the caller's UID
   check ("got replaced") sees what the API says now;
@@ -26,6 +26,11 @@ compacted away: the cache lists again (after a ``rest.Backoff`` pause if that ha
 before the new watch delivered anything).  Connection failures and server errors are retried
 with backoff from the last resourceVersion seen; BOOKMARK events advance that version, so a
 re-watch after a quiet period does not need a re-list.  Deleted claims leave the cache.
+The watch is never held up by one event: any claim of any driver is decoded whatever its
+opaque parameters hold (``jsondecode``), a line that is no JSON object is skipped by
+``rest.watch_events``, and a claim the cache fails to convert or apply (in an event, or an
+item of a list) is skipped too, dropped from the cache so that reads of it go to the API;
+both are counted in ``rest.WATCH_EVENTS_SKIPPED`` and logged once.
 
 ``get``, ``forget`` and ``cached`` may be called from any thread.  The cached objects are
 shared and read-only: callers must not modify what ``get`` returns.
@@ -34,20 +39,18 @@ shared and read-only: callers must not modify what ``get`` returns.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import urllib3
 from prometheus_client import Counter
 
 from ..logs import claim_extra
 from ..models import ClaimRef
 from .apiversions import V1, ResourceApi
 from .claimreader import ClaimReader
-from .rest import ApiError, Backoff, KubeApi
+from .rest import ApiError, Backoff, KubeApi, skip_event, watch_events
 
 if TYPE_CHECKING:
     from ..node.ports import ClaimSource
@@ -102,21 +105,6 @@ def relevant(obj: Mapping[str, Any], *, driver: str, node_name: str) -> bool:
         return True
     terms = _field(selector, "nodeSelectorTerms")
     return isinstance(terms, list) and any(_term_names_node(t, node_name) for t in terms)
-
-
-def _event(line: bytes) -> dict[str, Any]:
-    """A watch event; an ``ERROR`` event is raised as ``ApiError`` (410: list again)."""
-    try:
-        event = json.loads(line)
-    except ValueError as exc:
-        raise ApiError(code=0, reason="BadResponse", message=f"watch: not JSON: {exc}") from exc
-    if not isinstance(event, dict):
-        raise ApiError(code=0, reason="BadResponse", message="watch: event is not an object")
-    if event.get("type") == "ERROR":
-        status = event.get("object") or {}
-        raise ApiError(code=int(status.get("code") or 500), reason=str(status.get("reason", "")),
-                       message=str(status.get("message", "")), status=status)
-    return event
 
 
 def _key(obj: Mapping[str, Any]) -> Key:
@@ -212,8 +200,9 @@ class ClaimCache:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def get(self, claim: ClaimRef) -> Mapping[str, Any]:
-        """The claim: from memory when cached under ``claim.uid``, else a live read."""
+    def get(self, claim: ClaimRef, *, timeout: float | None = None) -> Mapping[str, Any]:
+        """The claim: from memory when cached under ``claim.uid``, else a live read that
+        ``timeout`` bounds (see ``ClaimSource.get``; a hit ignores it)."""
         key = (claim.namespace, claim.name)
         with self._lock:
             obj = self._claims.get(key)
@@ -229,7 +218,7 @@ class ClaimCache:
                 self._miss.inc()
         log.debug("claim not in the cache, reading it from the API",
                   extra=claim_extra(claim, driver=self.driver))
-        return self._fallback.get(claim)
+        return self._fallback.get(claim, timeout=timeout)
 
     def forget(self, claim: ClaimRef) -> None:
         """Stop answering for ``claim.uid`` until the claim is seen deallocated or deleted."""
@@ -280,11 +269,17 @@ class ClaimCache:
         self._stopping.wait(delay)
 
     def _relist(self) -> None:
-        data = self._resources.to_v1(self._api.list(self._path))
+        data = self._api.list(self._path)
         claims: dict[Key, Mapping[str, Any]] = {}
-        for item in data.get("items") or []:
-            if isinstance(item, Mapping) and relevant(item, driver=self.driver,
-                                                      node_name=self.node_name):
+        for raw in data.get("items") or []:
+            if not isinstance(raw, dict):
+                continue
+            try:  # one by one: a claim that cannot be converted costs only itself
+                item = self._resources.to_v1(raw, kind="ResourceClaim")
+            except Exception as exc:
+                self._unusable(raw, exc)
+                continue
+            if relevant(item, driver=self.driver, node_name=self.node_name):
                 claims[_key(item)] = item
         with self._lock:
             self._claims = claims
@@ -307,22 +302,19 @@ class ClaimCache:
         try:
             if self._stopping.is_set():  # stop() came before there was a response to shut
                 return
-            buffer = b""
-            for chunk in resp.stream(65536, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if self._stopping.is_set():
-                        return
-                    if line.strip():
-                        self._apply(_event(line))
-                        self._expired_after_list = False
-                        self._backoff.reset()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            for event in watch_events(resp, where=self._path):
+                if self._stopping.is_set():
+                    return
+                try:
+                    self._apply(event)
+                except Exception as exc:  # an event this cache cannot use must not stall it
+                    self._unusable(event.get("object"), exc, advance=True)
+                self._expired_after_list = False
+                self._backoff.reset()
+        except ApiError:
             if self._stopping.is_set():
                 return
-            raise ApiError(code=0, reason="Unreachable",
-                           message=f"watch {self._path}: {exc}") from exc
+            raise
         finally:
             with self._lock:
                 self._response = None
@@ -350,3 +342,18 @@ class ClaimCache:
                 self._forgotten.discard(uid)
             if rv:
                 self._rv = rv
+
+    def _unusable(self, raw: Any, exc: Exception, *, advance: bool = False) -> None:
+        """Skip the claim ``raw`` (as served) of a list or of a watch event: it leaves the
+        cache (reads of it go to the API, which is always right); ``advance``: the watch
+        goes on after the event."""
+        obj: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        rv = str(_field(obj, "metadata", "resourceVersion") or "")
+        key = _key(obj)
+        with self._lock:
+            self._claims.pop(key, None)
+            if rv and advance:
+                self._rv = rv
+        claim = ClaimRef(namespace=key[0], name=key[1], uid=_uid(obj))
+        skip_event(where=self._path, reason="unusable", why=f"{type(exc).__name__}: {exc}",
+                   **claim_extra(claim, driver=self.driver, resource_version=rv))

@@ -49,7 +49,7 @@ from ..convert import unstructure
 from ..logs import claim_extra
 from ..models import ClaimRef, DeviceStatus
 from ..node.checkpoint import ClaimRecord, RecordedDevice
-from . import rawjson
+from . import jsondecode, rawjson
 from .apiversions import V1, ResourceApi
 from .rest import ApiError, Backoff, KubeApi, with_retries
 
@@ -187,7 +187,7 @@ class StatusUpdater:
                 if exc.code == 404:
                     return "gone"
                 raise
-            obj = self._resources.to_v1(json.loads(text))
+            obj = self._resources.to_v1(jsondecode.loads(text))
             meta = obj.get("metadata") or {}
             if meta.get("uid") != claim.uid:
                 log.info("claim was replaced; its status is not ours to write",
@@ -242,7 +242,7 @@ class StatusUpdater:
                 self._remember(claim.uid, guess)
                 log.info("claim status written with its opaque parameters re-spaced",
                          extra=claim_extra(claim, layouts=dict(guess)))
-            result: dict[str, Any] = json.loads(resp.data) if resp.data else {}
+            result: dict[str, Any] = jsondecode.loads(resp.data) if resp.data else {}
             return result
         assert last is not None
         raise last

@@ -15,7 +15,8 @@ Only a full ``PUT`` whose RawExtension bytes equal the stored ones goes through.
 gives the status writer the pieces for that:
 
 * ``scan`` finds the exact source text of every RawExtension value in a JSON document (by path,
-  without descending into the values themselves);
+  without descending into the values themselves, which may be of any depth and hold integers
+  of any length: ``jsondecode`` finds where they end);
 * ``dumps`` serialises an object compactly with sorted keys (as ``rest.dumps`` does), splicing
   given source texts in verbatim at their paths;
 * ``restyle`` re-lays out a compact value the way common serialisers would have written it
@@ -38,6 +39,8 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .jsondecode import raw_decode
+
 RawPath = tuple[str | int, ...]
 
 STYLES: tuple[str, ...] = ("server", "python", "python-compact", "python-indent-2",
@@ -51,7 +54,8 @@ document written with ``json.dumps(indent=N)`` (see ``restyle``'s ``depth``).  T
 ``\\uXXXX``); key order and numbers are kept.
 """
 
-_DECODER = json.JSONDecoder()
+_MAX_RAW_DEPTH = 8
+"""No RawExtension field of a ``resource.k8s.io`` object lies deeper than this."""
 _WS = re.compile(r"[ \t\n\r]*")
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+', re.DOTALL)
 _OPEN = {"{", "["}
@@ -87,8 +91,8 @@ def _skip(text: str, i: int) -> int:
 def _walk(text: str, i: int, path: RawPath, found: dict[RawPath, str]) -> int:
     """Parse the value at ``i``; record RawExtension spans below it; return its end."""
     opener = text[i:i + 1]
-    if opener not in _OPEN:
-        end: int = _DECODER.raw_decode(text, i)[1]
+    if opener not in _OPEN or len(path) >= _MAX_RAW_DEPTH:
+        end: int = raw_decode(text, i)[1]
         return end
     closer = "}" if opener == "{" else "]"
     j = _skip(text, i + 1)
@@ -109,7 +113,7 @@ def _walk(text: str, i: int, path: RawPath, found: dict[RawPath, str]) -> int:
             key, index = index, index + 1
         child = (*path, key)
         if is_raw_path(child):
-            end = _DECODER.raw_decode(text, j)[1]
+            end = raw_decode(text, j)[1]
             found[child] = text[j:end]
         else:
             end = _walk(text, j, child, found)

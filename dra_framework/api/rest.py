@@ -9,9 +9,20 @@ does not depend on a generation of the client's models (v37's are strict Pydanti
 What it reuses from ``kubernetes``: configuration loading, the urllib3 pool (TLS, proxies) and
 the authentication headers (``param_serialize``), so tokens refresh as the client does it.
 
-Errors are ``ApiError`` with the server's Status ``code``, ``reason`` and ``message``, and the
-connection failures of urllib3 as code 0; ``ApiError.transient`` says whether a retry may help.
-``with_retries`` is the one retry loop (exponential backoff with jitter).
+Every request is sent once: urllib3's own retries (four tries of a GET by default) are off, so
+a caller's time limit is the time the call takes.  ``with_retries`` is the one retry loop
+(exponential backoff with jitter), for callers that want one.  A request's ``timeout`` is a
+deadline for all of it (connect, send, headers and body); a watch's is the longest wait for
+its next bytes.
+
+What comes back is decoded by ``jsondecode`` (no depth or integer-size limit).  Watch streams
+are split into lines and decoded by ``watch_events``, shared by every watch: a line that is not
+a JSON object is skipped, counted in ``WATCH_EVENTS_SKIPPED`` and logged once, so one event
+nobody can read never stalls the stream.
+
+Errors are ``ApiError`` with the server's Status ``code``, ``reason`` and ``message``; no answer
+(connection failures, and ``reason`` ``Timeout`` when the deadline passed) is code 0.
+``ApiError.transient`` says whether a retry may help.
 """
 
 from __future__ import annotations
@@ -19,19 +30,33 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import attrs
 import urllib3
 from kubernetes import client
+from prometheus_client import Counter
+
+from . import jsondecode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+
+WATCH_EVENTS_SKIPPED = Counter(
+    "dra_framework_watch_events_skipped_total",
+    "Watch events (and items of the list a watch starts from) skipped, by watched resource "
+    "and reason: undecodable (not a JSON object) or unusable (the watcher could not use it).",
+    ["resource", "reason"],
+)
+
+_CHUNK = 65536
 
 
 def dumps(obj: Any) -> bytes:
@@ -54,6 +79,15 @@ class ApiError(Exception):
     def transient(self) -> bool:
         """No answer, a server error, throttling or a timeout: a retry may succeed."""
         return self.code == 0 or self.code >= 500 or self.code in (408, 429)
+
+
+@attrs.frozen
+class Response:
+    """A whole answer: HTTP ``status``, ``reason`` and the body as received."""
+
+    status: int
+    reason: str
+    data: bytes
 
 
 def path(
@@ -82,7 +116,10 @@ def selector(**fields: str) -> str:
 
 
 class KubeApi:
-    """Plain-dict requests against one API server."""
+    """Plain-dict requests against one API server.
+
+    ``timeout``: the deadline of a request that names none, and the connect timeout of a watch.
+    """
 
     def __init__(self, *, api_client: client.ApiClient, timeout: float = 10.0) -> None:
         self.api_client = api_client
@@ -92,8 +129,15 @@ class KubeApi:
     def send(self, method: str, url_path: str, *, query: Sequence[tuple[str, str]] = (),
              body: bytes | None = None, content_type: str = "application/json",
              timeout: float | None = None, stream: bool = False) -> Any:
-        """One raw request: ``body`` goes out as given; the urllib3 response comes back
-        (unread when ``stream``).  HTTP errors are raised as ``ApiError``."""
+        """One raw request, sent once; ``body`` goes out as given.  HTTP errors are raised as
+        ``ApiError``, and so is a ``Timeout`` when the whole answer took longer than ``timeout``.
+
+        Returns a ``Response``; with ``stream``, the urllib3 response, unread (``timeout`` is
+        then the longest wait for more of it).
+        """
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        what = f"{method} {url_path}"
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -102,15 +146,19 @@ class KubeApi:
             header_params=headers, auth_settings=["BearerToken"])
         try:
             resp = self._pool.request(
-                method, url, body=body, headers=headers, preload_content=not stream,
-                timeout=urllib3.Timeout(connect=self.timeout, read=timeout or self.timeout))
+                method, url, body=body, headers=headers, preload_content=False, retries=False,
+                timeout=urllib3.Timeout(connect=self.timeout, read=limit) if stream
+                else urllib3.Timeout(total=limit))
+        except urllib3.exceptions.TimeoutError as exc:
+            raise _timed_out(what, limit) from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise ApiError(code=0, reason="Unreachable",
-                           message=f"{method} {url_path}: {exc}") from exc
+            raise ApiError(code=0, reason="Unreachable", message=f"{what}: {exc}") from exc
+        if stream and resp.status < 400:
+            return resp
+        data = _read_body(resp, deadline=deadline, limit=limit, what=what)
         if resp.status >= 400:
-            data = resp.data if not stream else resp.read()
-            raise _error(resp.status, resp.reason or "", data, f"{method} {url_path}")
-        return resp
+            raise _error(resp.status, resp.reason or "", data, what)
+        return Response(status=resp.status, reason=resp.reason or "", data=data)
 
     def request(self, method: str, url_path: str, *, query: Sequence[tuple[str, str]] = (),
                 body: Any = None, content_type: str = "application/json",
@@ -120,7 +168,7 @@ class KubeApi:
         resp = self.send(method, url_path, query=query, body=raw, content_type=content_type,
                           timeout=timeout)
         try:
-            data: dict[str, Any] = json.loads(resp.data) if resp.data else {}
+            data: dict[str, Any] = jsondecode.loads(resp.data) if resp.data else {}
         except ValueError as exc:
             raise ApiError(code=resp.status, reason="BadResponse",
                            message=f"{method} {url_path}: not JSON: {exc}") from exc
@@ -169,38 +217,104 @@ class KubeApi:
         resp = self.send("GET", url_path, query=query, stream=True,
                           timeout=timeout_seconds + 30)
         try:
-            buffer = b""
-            for chunk in resp.stream(65536, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield _event(line, url_path)
-            if buffer.strip():
-                yield _event(buffer, url_path)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ApiError(code=0, reason="Unreachable",
-                           message=f"watch {url_path}: {exc}") from exc
+            yield from watch_events(resp, where=url_path)
         finally:
             resp.release_conn()
 
 
-def _event(line: bytes, where: str) -> dict[str, Any]:
+def _timed_out(what: str, limit: float) -> ApiError:
+    return ApiError(code=0, reason="Timeout",
+                    message=f"{what}: the API server did not answer within {limit:g} s")
+
+
+def _read_body(resp: Any, *, deadline: float, limit: float, what: str) -> bytes:
+    """All of ``resp``'s body by ``deadline``: each read waits at most the time left."""
+    parts: list[bytes] = []
+    read = getattr(resp, "read1", None) or resp.read
+    done = False
     try:
-        event: dict[str, Any] = json.loads(line)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _timed_out(what, limit)
+            sock = getattr(getattr(resp, "connection", None), "sock", None)
+            if isinstance(sock, socket.socket):
+                sock.settimeout(left)
+            chunk = read(_CHUNK)
+            if not chunk:
+                done = True
+                return b"".join(parts)
+            parts.append(chunk)
+    except (urllib3.exceptions.TimeoutError, TimeoutError) as exc:
+        raise _timed_out(what, limit) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ApiError(code=0, reason="Unreachable", message=f"{what}: {exc}") from exc
+    finally:
+        if not done:  # a half-read answer: the connection cannot be used again
+            resp.close()
+        resp.release_conn()
+
+
+def watch_events(resp: Any, *, where: str) -> Iterator[dict[str, Any]]:
+    """The decoded events of an open watch response, one per line; lines that are no JSON
+    object are skipped (see ``decode_event``).  A broken stream raises ``ApiError`` code 0."""
+    pending = bytearray()
+    try:
+        for chunk in resp.stream(_CHUNK, decode_content=True):
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                if pending:
+                    pending += chunk[start:end]
+                    line, pending = bytes(pending), bytearray()
+                else:
+                    line = chunk[start:end]
+                start = end + 1
+                event = decode_event(line, where=where)
+                if event is not None:
+                    yield event
+            pending += chunk[start:]
+        event = decode_event(bytes(pending), where=where)
+        if event is not None:
+            yield event
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ApiError(code=0, reason="Unreachable", message=f"watch {where}: {exc}") from exc
+
+
+def decode_event(line: bytes, *, where: str) -> dict[str, Any] | None:
+    """One line of a watch stream: the event, or None for a blank line or one that is not a
+    JSON object (counted in ``WATCH_EVENTS_SKIPPED`` and logged).  An ``ERROR`` event is
+    raised as ``ApiError`` (410: list again)."""
+    if not line.strip():
+        return None
+    try:
+        event = jsondecode.loads(line)
     except ValueError as exc:
-        raise ApiError(code=0, reason="BadResponse",
-                       message=f"watch {where}: not JSON: {exc}") from exc
+        skip_event(where=where, reason="undecodable", why=f"not JSON: {exc}", size=len(line))
+        return None
+    if not isinstance(event, dict):
+        skip_event(where=where, reason="undecodable", why="not a JSON object", size=len(line))
+        return None
     if event.get("type") == "ERROR":
-        status = event.get("object") or {}
-        raise ApiError(code=int(status.get("code") or 500), reason=str(status.get("reason", "")),
+        status = event.get("object")
+        status = status if isinstance(status, dict) else {}
+        code = status.get("code")
+        raise ApiError(code=code if isinstance(code, int) and code > 0 else 500,
+                       reason=str(status.get("reason", "")),
                        message=str(status.get("message", "")), status=status)
     return event
 
 
+def skip_event(*, where: str, reason: str, why: str, **extra: Any) -> None:
+    """Count and log one watch event skipped (``reason``: ``undecodable`` or ``unusable``)."""
+    resource = where.rstrip("/").rsplit("/", 1)[-1]
+    WATCH_EVENTS_SKIPPED.labels(resource, reason).inc()
+    log.warning(f"watch event skipped: {why[:500]}",
+                extra={"watch": where, "reason": reason, **extra})
+
+
 def _error(code: int, reason: str, data: bytes, what: str) -> ApiError:
     try:
-        status = json.loads(data)
+        status = jsondecode.loads(data)
     except ValueError:
         status = None
     if isinstance(status, dict) and status.get("kind") == "Status":

@@ -18,7 +18,14 @@ from .checkpoint import ClaimRecord
 class ClaimSource(Protocol):
     """Where claims are read from (the API server, or a cache of it)."""
 
-    def get(self, claim: ClaimRef) -> Mapping[str, Any]: ...
+    def get(self, claim: ClaimRef, *, timeout: float | None = None) -> Mapping[str, Any]:
+        """The claim object (plain JSON data, read-only) named by ``claim``'s namespace/name.
+
+        ``timeout`` bounds a read from the API server in all (connect, send, answer; no retries
+        within it), so that the kubelet's call can answer before its deadline; ``None`` means
+        the source's own default.  Every failure is a ``ClaimError`` of that claim.
+        """
+        ...
 
 
 class ClaimObserver(Protocol):

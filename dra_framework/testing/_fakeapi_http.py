@@ -14,7 +14,6 @@ reset and drops open ones, which is how a restarting apiserver looks to a client
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
 import struct
@@ -25,9 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
+from dra_framework.api.jsondecode import loads
 from dra_framework.testing import _fakeapi_status as st
+from dra_framework.testing._fakeapi_faults import Faults
 from dra_framework.testing._fakeapi_patch import JSON_PATCH, MERGE, STRATEGIC
-from dra_framework.testing._fakeapi_rawjson import scan_raw
+from dra_framework.testing._fakeapi_rawjson import oversized_outside_raw, scan_raw
 from dra_framework.testing._fakeapi_resources import (
     RESOURCE_GROUP,
     RESOURCES,
@@ -51,15 +52,6 @@ class Request(NamedTuple):
 
 
 @dataclass
-class Fault:
-    method: str | None
-    resource: str | None
-    status: int
-    remaining: int
-    body: bytes | None
-
-
-@dataclass
 class State:
     """What the HTTP handler shares with ``FakeApiServer``."""
 
@@ -68,24 +60,10 @@ class State:
     token: str | None
     git_version: str
     requests: list[Request] = field(default_factory=list)
-    faults: list[Fault] = field(default_factory=list)
+    faults: Faults = field(default_factory=Faults)
     paused: bool = False
     connections: set[socket.socket] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take_fault(self, method: str, verb: str, resource: str) -> Fault | None:
-        with self.lock:
-            for fault in self.faults:
-                if fault.method is not None and fault.method not in (method, verb):
-                    continue
-                if fault.resource is not None and fault.resource not in (
-                        resource, resource.split("/")[0]):
-                    continue
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self.faults.remove(fault)
-                return fault
-        return None
 
     def drop_connections(self) -> None:
         with self.lock:
@@ -226,7 +204,10 @@ class Handler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         verb = self.verb(where, params)
         resource = where.info.plural + (f"/{where.subresource}" if where.subresource else "")
-        fault = state.take_fault(self.command, verb, resource)
+        fault = state.faults.take(self.command, verb, resource)
+        while fault is not None and fault.hang:
+            state.faults.hold(fault.delay)
+            fault = state.faults.take(self.command, verb, resource)
         if fault is not None:
             if fault.status == 0:
                 abort(self.connection)
@@ -254,9 +235,14 @@ class Handler(BaseHTTPRequestHandler):
     @staticmethod
     def parse(body_text: str) -> Any:
         try:
-            return json.loads(body_text) if body_text else None
+            body = loads(body_text) if body_text else None
         except ValueError as exc:
             raise st.bad_request(f"the object provided is unrecognized: {exc}") from None
+        number = oversized_outside_raw(body)
+        if number is not None:
+            raise st.bad_request(f"the object provided is unrecognized: json: cannot unmarshal "
+                                 f"number {number.text} into Go value of type int64")
+        return body
 
     @staticmethod
     def predicate(where: Route, params: dict[str, str]) -> Any:

@@ -18,9 +18,9 @@ sorted keys.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from dra_framework.testing._fakeapi_json import clone
 from dra_framework.testing._fakeapi_rawjson import (
     RawMap,
     RawPath,
@@ -56,7 +56,7 @@ def unprocessable(message: str) -> ApiError:
 
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -68,9 +68,9 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def strategic_merge_patch(target: Any, patch: Any, path: tuple[str, ...] = ()) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        return {k: clone(v) for k, v in patch.items() if k != "$patch"}
     if patch.get("$patch") == "delete":
         return None
     result = dict(target) if isinstance(target, dict) else {}
@@ -181,19 +181,19 @@ def _add(doc: Any, parts: list[str], value: Any, *, replace: bool) -> Any:
 def json_patch(target: Any, ops: Any) -> Any:
     if not isinstance(ops, list):
         raise unprocessable("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     for op in ops:
         if not isinstance(op, dict):
             raise unprocessable("invalid JSON patch operation")
         kind = op.get("op")
         parts = _pointer(str(op.get("path", "")))
         if kind in ("add", "replace"):
-            doc = _add(doc, parts, copy.deepcopy(op.get("value")), replace=kind == "replace")
+            doc = _add(doc, parts, clone(op.get("value")), replace=kind == "replace")
         elif kind == "remove":
             _remove(doc, parts)
         elif kind in ("move", "copy"):
             source = _pointer(str(op.get("from", "")))
-            value = _remove(doc, source) if kind == "move" else copy.deepcopy(_get(doc, source))
+            value = _remove(doc, source) if kind == "move" else clone(_get(doc, source))
             doc = _add(doc, parts, value, replace=False)
         elif kind == "test":
             if _get(doc, parts) != op.get("value"):

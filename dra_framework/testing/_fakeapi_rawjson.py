@@ -9,9 +9,11 @@ immutable" on a later patch, because patching re-serialises the stored object. T
 module gives the store what it needs to reproduce that:
 
 * ``scan_raw`` finds the byte span of every RawExtension value in a request body without
-  a hand-written parser (the C decoder skips subtrees that hold no such key);
+  a hand-written parser (the decoder skips subtrees that hold no such key, and every
+  RawExtension value, however deep or odd its content);
 * ``go_compact`` is Go's ``json.Compact`` with HTML escaping, i.e. what ``json.Marshal``
   does to raw bytes; ``go_sorted`` is ``json.Marshal`` of a decoded map (sorted keys);
+  both, like ``go_json``, work on values of any depth (``_fakeapi_json``);
 * ``render_go`` prints an internal Go struct (no json tags, nil as ``null``) the way
   ``field.Invalid`` puts it into an error message, using the kept raw bytes.
 
@@ -26,10 +28,13 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from dra_framework.api.jsondecode import OversizedInteger, raw_decode
+from dra_framework.testing._fakeapi_json import dumps
+
 RawPath = tuple[str | int, ...]
 RawMap = dict[RawPath, str]
 
-_DECODER = json.JSONDecoder()
+_MAX_RAW_DEPTH = 8  # no RawExtension field lies deeper in an object than this
 _WS = re.compile(r"[ \t\n\r]*")
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[ \t\n\r]+', re.DOTALL)
 _HTML = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
@@ -54,10 +59,10 @@ def scan_raw(text: str) -> RawMap:
         return m.end() if m else i
 
     def walk(i: int, path: RawPath) -> int:
-        end: int = _DECODER.raw_decode(text, i)[1]
+        end: int = raw_decode(text, i)[1]
         opener = text[i]
-        if opener not in "{[" or (text.find('"parameters"', i, end) < 0
-                                  and text.find('"data"', i, end) < 0):
+        if opener not in "{[" or is_raw_path(path) or len(path) >= _MAX_RAW_DEPTH or (
+                text.find('"parameters"', i, end) < 0 and text.find('"data"', i, end) < 0):
             return end
         j = skip_ws(i + 1)
         index = 0
@@ -83,6 +88,8 @@ def scan_raw(text: str) -> RawMap:
 
 def find_raw_paths(obj: Any, path: RawPath = ()) -> Iterable[tuple[RawPath, Any]]:
     """Yield ``(path, value)`` for every RawExtension field present in ``obj``."""
+    if len(path) >= _MAX_RAW_DEPTH:
+        return
     if isinstance(obj, dict):
         for key, value in obj.items():
             child = (*path, key)
@@ -96,6 +103,23 @@ def find_raw_paths(obj: Any, path: RawPath = ()) -> Iterable[tuple[RawPath, Any]
                 yield from find_raw_paths(value, (*path, index))
 
 
+def oversized_outside_raw(obj: Any) -> OversizedInteger | None:
+    """An integer too long for ``int()`` in ``obj`` but not in a RawExtension value: Go's
+    decoder refuses it (no typed field holds one); None when there is none."""
+    work: list[tuple[RawPath, Any]] = [((), obj)]
+    while work:
+        path, value = work.pop()
+        if isinstance(value, OversizedInteger):
+            return value
+        if is_raw_path(path):
+            continue
+        if isinstance(value, dict):
+            work.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            work.extend(((*path, i), v) for i, v in enumerate(value))
+    return None
+
+
 def go_compact(raw: str) -> str:
     """Go's ``json.Compact`` plus the HTML escaping ``json.Marshal`` applies."""
     compact = _TOKENS.sub(lambda m: m.group(0) if m.group(0)[0] == '"' else "", raw)
@@ -104,7 +128,7 @@ def go_compact(raw: str) -> str:
 
 def go_json(value: Any) -> str:
     """Compact JSON keeping the key order of ``value``, escaped like Go."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).translate(_HTML)
+    return dumps(value).translate(_HTML)
 
 
 def _go_float(number: float) -> str:
@@ -118,15 +142,7 @@ def _go_float(number: float) -> str:
 
 def go_sorted(value: Any, *, go_numbers: bool = False) -> str:
     """``json.Marshal`` of a decoded ``map[string]any``: sorted keys, compact."""
-    if isinstance(value, dict):
-        items = (go_json(k) + ":" + go_sorted(value[k], go_numbers=go_numbers)
-                 for k in sorted(value))
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(go_sorted(v, go_numbers=go_numbers) for v in value) + "]"
-    if go_numbers and isinstance(value, float):
-        return _go_float(value)
-    return go_json(value)
+    return dumps(value, sort_keys=True, number=_go_float if go_numbers else None).translate(_HTML)
 
 
 def raw_of(raw: Mapping[RawPath, str], path: RawPath, value: Any) -> str:

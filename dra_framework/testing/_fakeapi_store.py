@@ -17,9 +17,7 @@ finalizer of such an object deletes it, and the DELETED event carries the previo
 from __future__ import annotations
 
 import bisect
-import copy
 import datetime
-import json
 import random
 import threading
 import uuid
@@ -30,6 +28,7 @@ from typing import Any
 
 from dra_framework.testing import _fakeapi_status as st
 from dra_framework.testing import _fakeapi_strategy as strategy
+from dra_framework.testing._fakeapi_json import clone, dumps
 from dra_framework.testing._fakeapi_patch import apply_patch, patched_raw
 from dra_framework.testing._fakeapi_rawjson import RawMap, scan_raw
 from dra_framework.testing._fakeapi_resources import ResourceInfo, order_metadata, shape
@@ -46,7 +45,7 @@ HISTORY = 10_000  # events kept per resource for watches to replay
 
 def encode(obj: Any) -> bytes:
     """JSON as Go's encoder writes it: compact, UTF-8, HTML characters escaped."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).translate(_HTML).encode()
+    return dumps(obj).translate(_HTML).encode()
 
 
 def now() -> str:
@@ -188,7 +187,7 @@ class Store:
 
     def seed(self, info: ResourceInfo, obj: JsonDict, raw_text: str | None) -> Entry:
         with self.lock:
-            body = copy.deepcopy(obj)
+            body = clone(obj)
             meta = body.setdefault("metadata", {})
             if not info.namespaced:
                 meta.pop("namespace", None)
@@ -259,7 +258,7 @@ class Store:
         with self.lock:
             old = self.get(info, namespace, name)
             doc = {"kind": info.kind, "apiVersion": info.group_version, **old.obj}
-            result = apply_patch(content_type, copy.deepcopy(doc), patch)
+            result = apply_patch(content_type, clone(doc), patch)
             if not isinstance(result, dict):
                 raise st.bad_request("the patch did not produce an object")
             result["metadata"] = dict(result.get("metadata") or {})
@@ -292,10 +291,10 @@ class Store:
                             and raw_equal(raw, old.raw, ("spec",)))
         if info.generation and spec_changed:
             shaped["metadata"]["generation"] = int(old.obj["metadata"].get("generation", 0)) + 1
-        if shaped == old.obj and raw == old.raw:
+        if raw == old.raw and encode(shaped) == old.body:  # etcd compares the bytes too
             return old
         if shaped["metadata"].get("deletionTimestamp") and not shaped["metadata"].get("finalizers"):
-            return self._commit(info, "DELETED", copy.deepcopy(old.obj), old.raw, old,
+            return self._commit(info, "DELETED", clone(old.obj), old.raw, old,
                                 dry_run=dry_run)
         return self._commit(info, "MODIFIED", shaped, raw, old, dry_run=dry_run)
 
@@ -315,12 +314,12 @@ class Store:
             if meta.get("finalizers"):
                 if meta.get("deletionTimestamp"):
                     return old, False
-                obj = copy.deepcopy(old.obj)
+                obj = clone(old.obj)
                 obj["metadata"]["deletionTimestamp"] = now()
                 obj["metadata"]["deletionGracePeriodSeconds"] = 0
                 return self._commit(info, "MODIFIED", shape(info, obj), old.raw, old,
                                     dry_run=dry_run), False
-            return self._commit(info, "DELETED", copy.deepcopy(old.obj), old.raw, old,
+            return self._commit(info, "DELETED", clone(old.obj), old.raw, old,
                                 dry_run=dry_run), True
 
     # -- watching -------------------------------------------------------------------

@@ -15,7 +15,6 @@ device taints and shared counters are silently dropped unless the gate is turned
 
 from __future__ import annotations
 
-import copy
 import datetime
 import re
 from collections.abc import Iterator, Mapping
@@ -23,6 +22,7 @@ from typing import Any
 
 from dra_framework.testing import _fakeapi_validation as va
 from dra_framework.testing import _fakeapi_validation_claims as vc
+from dra_framework.testing._fakeapi_json import clone
 from dra_framework.testing._fakeapi_quantity import QuantityError, canonical
 from dra_framework.testing._fakeapi_rawjson import RawMap, find_raw_paths, go_json, is_raw_path
 from dra_framework.testing._fakeapi_resources import ResourceInfo, order_metadata
@@ -155,6 +155,8 @@ def _matches(node: Any, pattern: Pattern) -> Iterator[tuple[Any, str | int]]:
             yield from _matches(node[key], rest)
 
 
+_DEEPEST_FIELD = 32  # no field of the served types nests deeper
+
 # List fields without ``omitempty``: Go prints them even when empty.
 _KEEP_EMPTY = {("devices", "requests"), ("spec", "containers"),
                ("nodeSelector", "nodeSelectorTerms")}
@@ -162,8 +164,9 @@ _KEEP_EMPTY = {("devices", "requests"), ("spec", "containers"),
 
 def strip_nulls(node: Any, path: tuple[str | int, ...] = ()) -> Any:
     """What survives a decode and re-encode in Go: ``null`` and, for omitempty slices,
-    ``[]`` disappear (RawExtension contents are kept as they are)."""
-    if is_raw_path(path):
+    ``[]`` disappear (RawExtension contents, and what lies deeper than any Go type of
+    these resources, are kept as they are)."""
+    if is_raw_path(path) or len(path) > _DEEPEST_FIELD:
         return node
     if isinstance(node, dict):
         out = {}
@@ -223,7 +226,7 @@ def _pod_status(pod: JsonDict) -> JsonDict:
 
 
 def prepare_create(info: ResourceInfo, body: JsonDict, gates: Mapping[str, bool]) -> JsonDict:
-    obj = strip_nulls(copy.deepcopy(body))
+    obj = strip_nulls(clone(body))
     if info.plural == "resourceclaims":
         obj["status"] = {}
     elif info.plural == "pods":
@@ -238,20 +241,20 @@ _STATUS_META = ("deletionTimestamp", "generation", "labels", "annotations", "fin
 
 def prepare_update(info: ResourceInfo, body: JsonDict, old: JsonDict, *, status: bool,
                    gates: Mapping[str, bool]) -> JsonDict:
-    obj: JsonDict = strip_nulls(copy.deepcopy(body))
+    obj: JsonDict = strip_nulls(clone(body))
     if info.status_subresource and status:
         for key in [k for k in obj if k not in ("metadata", "status", "kind", "apiVersion")]:
             del obj[key]
-        obj.update({k: copy.deepcopy(v) for k, v in old.items() if k not in ("metadata", "status")})
+        obj.update({k: clone(v) for k, v in old.items() if k not in ("metadata", "status")})
         meta = obj.setdefault("metadata", {})
         for key in _STATUS_META:
             meta.pop(key, None)
             if key in old["metadata"]:
-                meta[key] = copy.deepcopy(old["metadata"][key])
+                meta[key] = clone(old["metadata"][key])
     elif info.status_subresource:
         obj.pop("status", None)
         if "status" in old:
-            obj["status"] = copy.deepcopy(old["status"])
+            obj["status"] = clone(old["status"])
     _decode(info, obj, old, gates)
     if info.plural == "resourceclaims" and status:
         _drop_deallocated_devices(obj, old)

@@ -130,19 +130,26 @@ def metadata(obj: JsonDict, old: JsonDict | None) -> Errs:
 
 
 def semantic_equal(a: Any, b: Any) -> bool:
-    """Go's ``Semantic.DeepEqual`` on JSON values: nil and empty are equal."""
-    if isinstance(a, dict) or isinstance(b, dict):
-        a, b = a or {}, b or {}
-        if not isinstance(a, dict) or not isinstance(b, dict):
+    """Go's ``Semantic.DeepEqual`` on JSON values: nil and empty are equal.  Any depth (opaque
+    parameters can nest thousands deep): pairs wait on a stack, not in recursive calls."""
+    pairs: list[tuple[Any, Any]] = [(a, b)]
+    while pairs:
+        a, b = pairs.pop()
+        if isinstance(a, dict) or isinstance(b, dict):
+            a, b = a or {}, b or {}
+            if not isinstance(a, dict) or not isinstance(b, dict):
+                return False
+            keys = {k for k in a if a[k] not in (None, [], {})} | {
+                k for k in b if b[k] not in (None, [], {})}
+            pairs.extend((a.get(k), b.get(k)) for k in keys)
+        elif isinstance(a, list) or isinstance(b, list):
+            a, b = a or [], b or []
+            if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b)):
+                return False
+            pairs.extend(zip(a, b, strict=True))
+        elif not (a == b and type(a) is type(b)):
             return False
-        keys = {k for k in a if a[k] not in (None, [], {})} | {
-            k for k in b if b[k] not in (None, [], {})}
-        return all(semantic_equal(a.get(k), b.get(k)) for k in keys)
-    if isinstance(a, list) or isinstance(b, list):
-        a, b = a or [], b or []
-        return (isinstance(a, list) and isinstance(b, list) and len(a) == len(b)
-                and all(semantic_equal(x, y) for x, y in zip(a, b, strict=True)))
-    return bool(a == b and type(a) is type(b))
+    return True
 
 
 def raw_equal(new: RawMap, old: RawMap, prefix: tuple[str, ...]) -> bool:

@@ -15,16 +15,23 @@ vs. spec reset on ``/status``, strategic merge patches merging finalizer lists, 
 RawExtension quirk (opaque parameters are kept byte for byte, so parameters first
 written with whitespace make later patches fail as immutable-field changes).
 
+Like kube-apiserver, which keeps RawExtensions as bytes, it stores and serves opaque
+parameters of any depth and integers of any length (``_fakeapi_json``).
+
 For failure tests it records every request, injects HTTP errors or connection resets
-(``fail_next``), simulates an outage (``pause``/``resume``) and compacts history
+(``fail_next``), holds requests unanswered (``hang_next``/``release``), writes damaged watch
+events (``send_raw_event``), simulates an outage (``pause``/``resume``) and compacts history
 (``compact``). This module is the public face; the work is done by private siblings:
-``_fakeapi_http`` (HTTP, routing, watch streams), ``_fakeapi_store`` (objects, versions,
-events), ``_fakeapi_strategy`` (per-resource write rules), ``_fakeapi_validation`` and
-``_fakeapi_validation_claims`` (422s), ``_fakeapi_patch``, ``_fakeapi_rawjson`` (kept
-RawExtension bytes), ``_fakeapi_order``, ``_fakeapi_quantity``, ``_fakeapi_resources``
-(resource table, selectors, discovery) and ``_fakeapi_status`` (Status bodies).
-Not modelled: namespaces as objects, admission, RBAC, server-side apply, managedFields
-bookkeeping, graceful pod deletion, ``limit``/``continue`` paging (lists are complete).
+``_fakeapi_http`` (HTTP, routing, watch streams), ``_fakeapi_faults`` (injected faults),
+``_fakeapi_store`` (objects, versions, events), ``_fakeapi_strategy`` (per-resource write
+rules), ``_fakeapi_validation`` and ``_fakeapi_validation_claims`` (422s),
+``_fakeapi_patch``, ``_fakeapi_rawjson`` (kept RawExtension bytes), ``_fakeapi_json`` (JSON
+of any depth), ``_fakeapi_order``, ``_fakeapi_quantity``, ``_fakeapi_resources`` (resource
+table, selectors, discovery) and ``_fakeapi_status`` (Status bodies).
+Not modelled: unknown fields are kept rather than dropped (and an integer too long for
+``int()`` outside RawExtension values is refused, as in Go's typed fields), namespaces as
+objects, admission, RBAC, server-side apply, managedFields bookkeeping, graceful pod
+deletion, ``limit``/``continue`` paging (lists are complete).
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from dra_framework.testing._fakeapi_http import Fault, Request, Server, State
+from dra_framework.testing._fakeapi_faults import Fault
+from dra_framework.testing._fakeapi_http import Request, Server, State
+from dra_framework.testing._fakeapi_json import loads
 from dra_framework.testing._fakeapi_resources import RESOURCES, ResourceInfo, lookup
 from dra_framework.testing._fakeapi_store import Store, encode, typed
 from dra_framework.testing._fakeapi_strategy import ALL_DRA_GATES, GATES_1_35
@@ -87,6 +96,7 @@ class FakeApiServer:
         if self._server is not None:
             return self
         self._stopping.clear()
+        self._state.faults.restart()
         self._listen()
         if self._bookmark_interval:
             ticker = threading.Thread(target=self._tick, name="fakeapi-bookmarks", daemon=True)
@@ -97,6 +107,7 @@ class FakeApiServer:
     def stop(self) -> None:
         """Close all watches and connections and stop listening."""
         self._stopping.set()
+        self._state.faults.stop()
         self._state.store.close_watches()
         self._close_listener()
         self._state.drop_connections()
@@ -173,7 +184,7 @@ class FakeApiServer:
         the object existed). Returns the stored object, with kind and apiVersion.
         """
         text = obj.decode() if isinstance(obj, bytes) else obj if isinstance(obj, str) else None
-        data: Any = json.loads(text) if text is not None else obj
+        data: Any = loads(text) if text is not None else obj
         if not isinstance(data, Mapping):
             raise TypeError("seed() needs a JSON object")
         kind = str(data.get("kind", ""))
@@ -186,7 +197,7 @@ class FakeApiServer:
     def _seed_one(self, info: ResourceInfo, data: Mapping[str, Any],
                   text: str | None) -> dict[str, Any]:
         entry = self._state.store.seed(info, dict(data), text)
-        result: dict[str, Any] = json.loads(typed(info, entry.body, info.group_version))
+        result: dict[str, Any] = loads(typed(info, entry.body, info.group_version))
         return result
 
     def get(self, resource: str, name: str, namespace: str | None = None
@@ -198,14 +209,14 @@ class FakeApiServer:
             ((namespace or "default") if info.namespaced else "", name))
         if entry is None:
             return None
-        result: dict[str, Any] = json.loads(typed(info, entry.body, info.group_version))
+        result: dict[str, Any] = loads(typed(info, entry.body, info.group_version))
         return result
 
     def objects(self, resource: str, *, namespace: str | None = None) -> list[dict[str, Any]]:
         """All stored objects of ``resource`` (copies), sorted by namespace and name."""
         info = lookup(resource)
         _, entries = self._state.store.list(info, namespace, lambda _: True)
-        return [json.loads(typed(info, e.body, info.group_version)) for e in entries]
+        return [loads(typed(info, e.body, info.group_version)) for e in entries]
 
     def raw_parameters(self, resource: str, name: str, namespace: str | None = None
                        ) -> dict[str, str]:
@@ -257,14 +268,39 @@ class FakeApiServer:
         ``body`` defaults to a Status worded like kube-apiserver's for that code;
         ``status=0`` resets the connection instead of answering.
         """
+        method, resource = self._match(method, resource)
+        raw = encode(dict(body)) if isinstance(body, Mapping) else body
+        self._state.faults.add(Fault(method, resource, status, count, raw))
+
+    def hang_next(self, *, method: str | None = None, resource: str | None = None,
+                  count: int = 1, delay: float | None = None) -> None:
+        """Hold the next ``count`` matching requests without an answer, as a hung apiserver
+        does: the connection is accepted and the request read, then nothing comes until
+        ``delay`` seconds have passed, or (``delay=None``) until ``release()`` or ``stop()``.
+        A held request is then answered as usual (or as the next matching fault says).
+
+        ``method`` and ``resource`` match as for ``fail_next``; ``hanging`` counts the
+        requests held now.
+        """
+        method, resource = self._match(method, resource)
+        self._state.faults.add(Fault(method, resource, 0, count, None, hang=True, delay=delay))
+
+    @property
+    def hanging(self) -> int:
+        """How many requests ``hang_next`` holds now."""
+        return self._state.faults.held
+
+    def release(self) -> None:
+        """Let every request held by ``hang_next`` go on and be answered."""
+        self._state.faults.release()
+
+    def _match(self, method: str | None, resource: str | None) -> tuple[str | None, str | None]:
         if method is not None:
             method = method.upper() if method.upper() in _HTTP_METHODS else method.lower()
         if resource is not None:
             base, _, sub = resource.partition("/")
             resource = lookup(base).plural + (f"/{sub}" if sub else "")
-        raw = encode(dict(body)) if isinstance(body, Mapping) else body
-        with self._state.lock:
-            self._state.faults.append(Fault(method, resource, status, count, raw))
+        return method, resource
 
     def pause(self, *, refuse: bool = False) -> None:
         """Make the server unreachable: open connections and watches are dropped, new
@@ -286,6 +322,17 @@ class FakeApiServer:
     def compact(self) -> None:
         """Forget history: watches from any older resourceVersion now get 410 Expired."""
         self._state.store.compact()
+
+    def send_raw_event(self, data: bytes, *, resource: str) -> int:
+        """Write ``data`` and a newline as is into every open watch of ``resource``: a
+        damaged or foreign line, for tests of watch clients (kube-apiserver itself only ever
+        writes whole JSON events).  Returns how many watches got it."""
+        info = lookup(resource)
+        with self._state.store.lock:
+            watchers = [w for w in self._state.store.watchers if w.info is info]
+        for watcher in watchers:
+            watcher.push(data + b"\n")
+        return len(watchers)
 
     def send_bookmarks(self) -> None:
         """Push a BOOKMARK now to every open watch that allowed bookmarks."""

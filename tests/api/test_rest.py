@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,77 @@ def test_watch_too_old_is_410(server: FakeApiServer, api: KubeApi) -> None:
     with pytest.raises(ApiError) as err:
         list(api.watch(CLAIMS, resource_version=rv, timeout_seconds=2))
     assert err.value.code == 410 and err.value.reason == "Expired"
+
+
+# -- one request, one deadline -----------------------------------------------------------------
+
+def claim_gets(server: FakeApiServer) -> int:
+    return sum(1 for r in server.requests if r.method == "GET" and "/resourceclaims/" in r.path)
+
+
+def test_a_request_is_sent_once_without_hidden_retries(server: FakeApiServer,
+                                                       api: KubeApi) -> None:
+    server.seed(allocated_claim(name="once", results=[Result(request="gpu", device="gpu-0")]))
+    server.fail_next(method="get", resource="resourceclaims", status=0)  # connection reset
+    with pytest.raises(ApiError) as err:
+        api.get(f"{CLAIMS}/once")
+    assert err.value.code == 0 and err.value.transient
+    assert claim_gets(server) == 1
+
+
+def test_with_retries_is_the_one_retry_loop(server: FakeApiServer, api: KubeApi) -> None:
+    server.seed(allocated_claim(name="again", results=[Result(request="gpu", device="gpu-0")]))
+    server.fail_next(method="get", resource="resourceclaims", status=0, count=2)
+    delays: list[float] = []
+    got = with_retries(lambda: api.get(f"{CLAIMS}/again"), what="get", sleep=delays.append)
+    assert got["metadata"]["name"] == "again"
+    assert len(delays) == 2 and claim_gets(server) == 3
+
+
+def test_a_hung_server_fails_a_request_at_its_deadline(server: FakeApiServer,
+                                                       api: KubeApi) -> None:
+    server.seed(allocated_claim(name="hung", results=[Result(request="gpu", device="gpu-0")]))
+    server.hang_next(method="get", resource="resourceclaims")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ApiError) as err:
+            api.get(f"{CLAIMS}/hung", timeout=1)
+        elapsed = time.monotonic() - started
+    finally:
+        server.release()
+    assert err.value.code == 0 and err.value.reason == "Timeout" and err.value.transient
+    assert "the API server did not answer within 1 s" in str(err.value)
+    assert elapsed < 3  # one try: four (urllib3's default) would take 4 s
+    assert claim_gets(server) == 1
+
+
+def test_a_slow_answer_within_the_deadline_comes_through(server: FakeApiServer,
+                                                         api: KubeApi) -> None:
+    server.seed(allocated_claim(name="slow", results=[Result(request="gpu", device="gpu-0")]))
+    server.hang_next(method="get", resource="resourceclaims", delay=0.2)
+    assert api.get(f"{CLAIMS}/slow", timeout=5)["metadata"]["name"] == "slow"
+    assert api.get(f"{CLAIMS}/slow", timeout=5)["metadata"]["name"] == "slow"  # conn reused
+
+
+def test_a_watch_skips_lines_it_cannot_decode(server: FakeApiServer, api: KubeApi) -> None:
+    rv = api.list(CLAIMS)["metadata"]["resourceVersion"]
+    events: list[tuple[str, str]] = []
+
+    def consume() -> None:
+        for event in api.watch(CLAIMS, resource_version=rv, timeout_seconds=5):
+            if event["type"] != "BOOKMARK":
+                events.append((event["type"], event["object"]["metadata"].get("name", "")))
+            if len(events) == 2:
+                return
+
+    watcher = threading.Thread(target=consume)
+    watcher.start()
+    server.seed(allocated_claim(name="first", results=[Result(request="gpu", device="g")]))
+    deadline = time.monotonic() + 5
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.send_raw_event(b'{"type": "ADDED", "object": {', resource="resourceclaims")
+    server.send_raw_event(b'"a string"', resource="resourceclaims")
+    server.seed(allocated_claim(name="second", results=[Result(request="gpu", device="g")]))
+    watcher.join(timeout=10)
+    assert events == [("ADDED", "first"), ("ADDED", "second")]

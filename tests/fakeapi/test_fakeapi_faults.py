@@ -115,3 +115,81 @@ def test_pause_drops_open_watches(server: FakeApiServer) -> None:
     server.resume()
     assert not thread.is_alive()
     assert isinstance(outcome[0], Exception)
+
+
+def test_hang_next_holds_a_request_until_released(server: FakeApiServer,
+                                                  resource_api: client.ResourceV1Api) -> None:
+    server.seed(slice_body("s"))
+    server.hang_next(method="get", resource="resourceslices")
+    answers: list[str] = []
+    reader = threading.Thread(
+        target=lambda: answers.append(resource_api.read_resource_slice("s").metadata.name))
+    reader.start()
+    deadline = time.monotonic() + 5
+    while server.hanging == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.hanging == 1
+    assert len(resource_api.list_resource_slice().items) == 1  # only the get is held
+    assert answers == [] and reader.is_alive()
+    server.release()
+    reader.join(timeout=5)
+    assert answers == ["s"] and server.hanging == 0
+    assert resource_api.read_resource_slice("s").metadata.name == "s"  # count=1: used up
+
+
+def test_hang_next_with_a_delay_answers_after_it(server: FakeApiServer,
+                                                 resource_api: client.ResourceV1Api) -> None:
+    server.seed(slice_body("s"))
+    server.hang_next(resource="resourceslices", delay=0.2)
+    started = time.monotonic()
+    assert resource_api.read_resource_slice("s").metadata.name == "s"
+    assert time.monotonic() - started >= 0.2
+
+
+def test_a_held_request_is_answered_by_the_next_fault(server: FakeApiServer,
+                                                      resource_api: client.ResourceV1Api) -> None:
+    server.seed(slice_body("s"))
+    server.hang_next(resource="resourceslices", delay=0.01)
+    server.fail_next(resource="resourceslices", status=503)
+    with pytest.raises(client.ApiException) as err:
+        resource_api.read_resource_slice("s")
+    assert err.value.status == 503
+
+
+def test_stop_releases_held_requests() -> None:
+    server = FakeApiServer(bookmark_interval=None).start()
+    server.hang_next()
+    result: list[object] = []
+
+    def call() -> None:
+        try:
+            raw_request(server, "GET", "/api/v1/nodes")
+        except Exception as exc:  # a dropped connection, however http.client words it
+            result.append(exc)
+        else:
+            result.append("answered")
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 5
+    while server.hanging == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.stop()
+    caller.join(timeout=5)
+    assert not caller.is_alive() and result  # answered, or its connection dropped
+    while server.hanging and time.monotonic() < deadline + 5:
+        time.sleep(0.01)  # the released handler thread may not have run yet
+    assert server.hanging == 0
+
+
+def test_send_raw_event_writes_into_open_watches(server: FakeApiServer) -> None:
+    pool = urllib3.PoolManager()
+    resp = pool.request("GET", f"{server.url}/apis/resource.k8s.io/v1/resourceslices?watch=1",
+                        preload_content=False, timeout=5)
+    deadline = time.monotonic() + 5
+    while server.send_raw_event(b"not JSON", resource="resourceslices") == 0:
+        assert time.monotonic() < deadline, "the watch did not open"
+        time.sleep(0.01)
+    assert server.send_raw_event(b"not JSON", resource="deviceclasses") == 0
+    assert resp.readline() == b"not JSON\n"
+    resp.release_conn()
