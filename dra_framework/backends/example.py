@@ -7,7 +7,8 @@ hardware, so it exercises every part of the backend contract:
   attributes (one of them fully qualified) and ``memory`` / ``cores`` capacity; even devices are
   model ``Example-X100`` with 80Gi, odd ones ``Example-X50`` with 40Gi;
 * opaque config — ``GpuClassConfig`` (for DeviceClasses) and ``GpuConfig`` (for claims), typed
-  attrs models decoded strictly (unknown keys and bad values are refused, naming the field);
+  attrs models decoded strictly (unknown keys, bad values and values of another JSON type, such
+  as ``1.5``, ``true`` or ``"5"`` for ``timeSliceMillis``, are refused, naming the field);
 * prepare — per device, an environment variable, a device node (``/dev/dra-example/<device>``
   backed by the host's ``/dev/null``, so a real runtime can inject it) and the effective config as
   environment; the "hardware setup" is a file per prepared device under the backend's state dir,
@@ -35,7 +36,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ..convert import structure_config, structure_options
+from ..convert import quote, structure_config, structure_options
 from ..errors import BackendError, ConfigError
 from ..hookspecs import hookimpl
 from ..models import (
@@ -178,12 +179,12 @@ class ExampleBackend:
         kind = parameters.get("kind")
         cls = _KINDS.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise ConfigError(f"unknown kind {kind!r}, expected one of {sorted(_KINDS)}",
+            raise ConfigError(f"unknown kind {quote(kind)}, expected one of {sorted(_KINDS)}",
                               path="$.kind")
         want = f"{self.options.driver_name}/v1"
         if parameters.get("apiVersion") != want:
-            raise ConfigError(f"unsupported {parameters.get('apiVersion')!r}, expected {want!r}",
-                              path="$.apiVersion")
+            raise ConfigError(f"unsupported {quote(parameters.get('apiVersion'))}, "
+                              f"expected {want!r}", path="$.apiVersion")
         config = structure_config(dict(parameters), cls, what=cls.__name__)
         _check_ranges(config)
         return config

@@ -46,16 +46,27 @@ def _load_config(ctx: click.Context, _: click.Parameter, value: str | None) -> N
     for key, val in data.items():
         name = str(key).replace("-", "_")
         if name == "backend_options":
-            if not isinstance(val, dict):
-                raise click.BadParameter(f"{value}: backend-options must be a mapping")
+            if not isinstance(val, dict) or not all(isinstance(o, dict) for o in val.values()):
+                raise click.BadParameter(
+                    f"{value}: backend-options must map each backend to a mapping of options")
             defaults["backend_option"] = [
-                f"{backend}.{k}={v}" for backend, opts in val.items() for k, v in opts.items()
+                f"{backend}.{k}={_option_text(v)}"
+                for backend, opts in val.items() for k, v in opts.items()
             ]
         elif name in ("backend", "backends"):
             defaults["backends"] = [val] if isinstance(val, str) else list(val)
         else:
             defaults[name] = val
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+def _option_text(value: Any) -> str:
+    """A backend option from the config file as the text a flag would carry: a string as it
+    is, anything else in YAML, which the backend's option decoding reads back the same."""
+    if isinstance(value, str):
+        return value
+    return str(yaml.safe_dump(value, default_flow_style=True, width=2**16)).strip().removesuffix(
+        "\n...").strip()
 
 
 def _env(name: str) -> str:

@@ -100,3 +100,25 @@ def test_bad_config_file(tmp_path: Path) -> None:
     bad.write_text("- just\n- a list\n")
     result = CliRunner().invoke(main, ["serve", "--config", str(bad)])
     assert result.exit_code == 2 and "expected a mapping" in result.output
+
+
+def test_backend_options_from_the_config_file_keep_their_yaml_meaning(tmp_path: Path) -> None:
+    from dra_framework.backends.example import ExampleOptions
+    from dra_framework.convert import structure_options
+
+    cfg_file = tmp_path / "serve.yaml"
+    cfg_file.write_text(
+        "backend: example\nnode-name: n\n"
+        "backend-options:\n  example: {devices: 3, health: false, driver-name: '1.10',"
+        " prepare-delay: 0.5}\n")
+    options = effective(["--config", str(cfg_file)])["backend_options"]["example"]
+    decoded = structure_options(options, ExampleOptions, backend="example")
+    assert (decoded.devices, decoded.health, decoded.driver_name, decoded.prepare_delay) == (
+        3, False, "1.10", 0.5)
+
+
+def test_backend_options_that_are_not_a_mapping_are_refused(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "serve.yaml"
+    cfg_file.write_text("backend: example\nbackend-options: {example: [devices]}\n")
+    result = CliRunner().invoke(main, ["serve", "--print-config", "--config", str(cfg_file)])
+    assert result.exit_code == 2 and "backend-options must map each backend" in result.output

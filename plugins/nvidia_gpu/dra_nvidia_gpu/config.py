@@ -14,11 +14,13 @@ A claim or a DeviceClass carries these under ``config[].opaque.parameters``::
           GPU-48579475-7923-b1a9-35e7-c49638cc9ac5: 20Gi
 
 The models are attrs classes decoded with ``dra_framework.convert.structure_config``: unknown
-keys, missing keys and wrong types are refused with the JSON path of the field.  ``decode`` then
-checks what types cannot say (ranges, quantities, which sub-object goes with which strategy) and
-raises ``ConfigError`` with the path too (``$.sharing.mps.defaultActiveThreadPercentage: must be
-between 1 and 100``).  Time slicing is a property of a whole GPU, so a ``MigDeviceConfig`` may
-only ask for MPS.
+keys, missing keys and wrong types are refused with the JSON path of the field, and nothing is
+coerced (``"50"``, ``true`` or ``50.0`` is not the integer 50, ``1024`` is not the quantity
+string ``"1024"``).  ``decode`` then checks what types cannot say (ranges, quantities, which
+sub-object goes with which strategy) and raises ``ConfigError`` with the path too
+(``$.sharing.mps.defaultActiveThreadPercentage: must be between 1 and 100``).  Values and keys
+quoted in those messages are cut short (``dra_framework.convert.quote``).  Time slicing is a
+property of a whole GPU, so a ``MigDeviceConfig`` may only ask for MPS.
 
 ``effective`` picks the config that applies to one device: configs arrive class config first,
 then claim config, and the last one of the device's kind wins as a whole.
@@ -32,7 +34,7 @@ from typing import Any, Literal, overload
 
 import attrs
 
-from dra_framework.convert import structure_config
+from dra_framework.convert import quote, structure_config
 from dra_framework.errors import ConfigError
 
 Interval = Literal["Default", "Short", "Medium", "Long"]
@@ -43,8 +45,11 @@ _FACTORS: Mapping[str, int] = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
 }
-_DEVICE_KEY_RE = re.compile(r"^(GPU-|MIG-)[0-9A-Za-z-]+$|^[0-9]+$")
+_DEVICE_KEY_RE = re.compile(r"(GPU-|MIG-)[0-9A-Za-z-]{1,60}|[0-9]{1,4}")
+_MAX_DIGITS = 40
 MIB = 2**20
+MAX_QUANTITY = 2**63 - 1
+"""The largest quantity Kubernetes can represent (an int64 of bytes)."""
 
 
 @attrs.frozen
@@ -98,8 +103,10 @@ def parse_quantity(value: str) -> int:
     """A Kubernetes quantity (``10Gi``, ``1.5G``, ``512Mi``, ``1000000``) in bytes."""
     match = _QUANTITY_RE.match(value.strip())
     if match is None:
-        raise ValueError(f"{value!r} is not a quantity such as 10Gi or 512Mi")
+        raise ValueError(f"{quote(value)} is not a quantity such as 10Gi or 512Mi")
     number, suffix = match.groups()
+    if len(number) > _MAX_DIGITS:
+        raise ValueError(f"{quote(value)} has more than {_MAX_DIGITS} digits")
     whole, _, frac = number.partition(".")
     factor = _FACTORS[suffix or ""]
     return int(whole) * factor + (int(frac) * factor // 10 ** len(frac) if frac else 0)
@@ -112,40 +119,17 @@ def decode(parameters: Any, *, driver: str) -> GpuConfig | MigDeviceConfig:
     kind = parameters.get("kind")
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ConfigError(f"unknown kind {kind!r}, expected one of {sorted(_KINDS)}",
+        raise ConfigError(f"unknown kind {quote(kind)}, expected one of {sorted(_KINDS)}",
                           path="$.kind")
     want = f"{driver}/v1"
     if parameters.get("apiVersion") != want:
-        raise ConfigError(f"unsupported {parameters.get('apiVersion')!r}, expected {want!r}",
-                          path="$.apiVersion")
+        raise ConfigError(f"unsupported {quote(parameters.get('apiVersion'))}, "
+                          f"expected {want!r}", path="$.apiVersion")
     config: GpuConfig | MigDeviceConfig = structure_config(dict(parameters), cls,
                                                            what=cls.__name__)
-    _check_raw_types(parameters)
     if config.sharing is not None:
         _check_sharing(config.sharing, mig=isinstance(config, MigDeviceConfig))
     return config
-
-
-def _check_raw_types(parameters: Mapping[str, Any]) -> None:
-    """Refuse values the converter would coerce (``"50"`` or ``true`` for an integer)."""
-    sharing = parameters.get("sharing")
-    mps = sharing.get("mps") if isinstance(sharing, Mapping) else None
-    if not isinstance(mps, Mapping):
-        return
-    base = "$.sharing.mps"
-    pct = mps.get("defaultActiveThreadPercentage")
-    if pct is not None and (isinstance(pct, bool) or not isinstance(pct, int)):
-        raise ConfigError(f"must be an integer, not {pct!r}",
-                          path=f"{base}.defaultActiveThreadPercentage")
-    limit = mps.get("defaultPinnedDeviceMemoryLimit")
-    if limit is not None and not isinstance(limit, str):
-        raise ConfigError(f"must be a quantity string such as '10Gi', not {limit!r}",
-                          path=f"{base}.defaultPinnedDeviceMemoryLimit")
-    per_device = mps.get("perDevicePinnedMemoryLimit") or {}
-    for key, value in per_device.items():
-        if not isinstance(value, str):
-            raise ConfigError(f"must be a quantity string such as '10Gi', not {value!r}",
-                              path=f"{base}.perDevicePinnedMemoryLimit[{key!r}]")
 
 
 def _check_quantity(value: str, path: str) -> None:
@@ -154,7 +138,10 @@ def _check_quantity(value: str, path: str) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc), path=path) from None
     if size < MIB:
-        raise ConfigError(f"{value!r} is less than 1Mi", path=path)
+        raise ConfigError(f"{quote(value)} is less than 1Mi", path=path)
+    if size > MAX_QUANTITY:
+        raise ConfigError(f"{quote(value)} is 8Ei or more, more than a quantity can be",
+                          path=path)
 
 
 def _check_sharing(sharing: Sharing, *, mig: bool) -> None:
@@ -178,8 +165,8 @@ def _check_sharing(sharing: Sharing, *, mig: bool) -> None:
         _check_quantity(mps.default_pinned_device_memory_limit,
                         f"{base}.defaultPinnedDeviceMemoryLimit")
     for key, value in (mps.per_device_pinned_memory_limit or {}).items():
-        path = f"{base}.perDevicePinnedMemoryLimit[{key!r}]"
-        if not _DEVICE_KEY_RE.match(key):
+        path = f"{base}.perDevicePinnedMemoryLimit[{quote(key)}]"
+        if not _DEVICE_KEY_RE.fullmatch(key):
             raise ConfigError("key must be a device UUID (GPU-..., MIG-...) or an index",
                               path=path)
         _check_quantity(value, path)
