@@ -130,10 +130,13 @@ def dra_prepare_claim(
 def dra_unprepare_claim(claim: ClaimRef, devices: Sequence[PreparedDevice]) -> None:
     """Undo ``dra_prepare_claim`` for one claim.  Must be idempotent.
 
-    ``devices`` are the ``PreparedDevice`` values the backend returned; after a crash during
-    prepare, they carry only ``pool`` and ``device`` (empty edits and state) for every allocated
-    device, some of which may never have been prepared.  The claim may already be deleted from
-    the API.  Raising leaves the claim prepared, and the kubelet retries.
+    ``devices`` are the ``PreparedDevice`` values the backend returned; after a crash or a
+    failure during prepare, they carry only ``pool`` and ``device`` (empty edits and state) for
+    every allocated device, some of which may never have been prepared.  When the framework's
+    record of the claim was found corrupt, they are the claim's exclusively held devices (devices
+    shared through a share ID or admin access are not known then), and the claim's namespace and
+    name may be empty.  The claim may already be deleted from the API.  Raising leaves the claim
+    recorded, and the roll-back or the kubelet's retry calls again.
     """
 
 

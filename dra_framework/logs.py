@@ -19,12 +19,15 @@ _HANDLER_NAME = "dra-framework"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+_MAX_IDENTITY = 256  # longer than any valid name, namespace or UID; the request may lie
+
+
 def claim_extra(claim: ClaimRef, **more: Any) -> dict[str, Any]:
-    """``extra`` fields that identify a claim on a log line."""
+    """``extra`` fields that identify a claim on a log line (each cut to 256 characters)."""
     return {
-        "claim_uid": claim.uid,
-        "claim_namespace": claim.namespace,
-        "claim_name": claim.name,
+        "claim_uid": claim.uid[:_MAX_IDENTITY],
+        "claim_namespace": claim.namespace[:_MAX_IDENTITY],
+        "claim_name": claim.name[:_MAX_IDENTITY],
         **more,
     }
 

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import attrs
 
 from ..convert import quote, structure_config, structure_options
+from ..durable import NotRegularFileError, atomic_write, read_regular
 from ..errors import BackendError, ConfigError
 from ..hookspecs import hookimpl
 from ..models import (
@@ -218,7 +219,9 @@ class ExampleBackend:
                 elif isinstance(cfg, GpuConfig) and cfg.sharing is not None:
                     env += [f"GPU_DEVICE_{_env_name(dev.device)}_SHARING_STRATEGY="
                             f"{cfg.sharing.strategy}"]
-            self._marker(dev.device).write_text(json.dumps({"claim": claim.uid, "env": env}))
+            # never written through a link someone planted in the state directory
+            atomic_write(self._marker(dev.device),
+                         json.dumps({"claim": claim.uid, "env": env}).encode(), sync=False)
             prepared[(dev.pool, dev.device)] = PreparedDevice(
                 pool=dev.pool,
                 device=dev.device,
@@ -241,12 +244,13 @@ class ExampleBackend:
         for dev in devices:
             marker = self._marker(dev.device)
             try:
-                owner = json.loads(marker.read_text()).get("claim")
+                data = json.loads(read_regular(marker))
+                owner = data.get("claim") if isinstance(data, dict) else claim.uid
             except FileNotFoundError:
                 continue
-            except ValueError:
-                owner = claim.uid
-            if owner == claim.uid:
+            except (ValueError, RecursionError, NotRegularFileError):
+                owner = claim.uid  # not a state file of ours: remove it (a link, not its target)
+            if owner == claim.uid and not marker.is_dir():
                 os.unlink(marker)
 
     @hookimpl

@@ -5,6 +5,9 @@ registration socket (``<registry dir>/<driver>-reg.sock``) appears, because the 
 endpoint as soon as it sees the registration socket.  A stale socket file left by an earlier run at
 our own path is removed first; socket files are created mode 0660 (never world-writable).
 
+A start that fails half-way (the registration path is taken by something that is not a socket)
+stops what it started and removes the DRA socket it created.
+
 Stop: the registration socket goes first (the kubelet deregisters), then the DRA socket, each
 removed from disk.  Only our own paths are touched: with ``rolling_update_uid`` both socket names
 carry the pod UID, so an old and a new pod serve side by side and each removes only its own.
@@ -32,6 +35,7 @@ from .servers import (
     DRA_V1,
     DRA_V1BETA1,
     HEALTH_V1ALPHA1,
+    MAX_HEALTH_STREAMS,
     HealthService,
     RegistrationService,
     add_registration,
@@ -100,12 +104,19 @@ def _umask(mask: int) -> Iterator[None]:
 
 
 def _serve_unix(path: Path, server: grpc.Server) -> None:
+    """Serve ``server`` on a fresh socket at ``path``; on failure, nothing is left serving."""
     _remove_socket(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    with _umask(0o117):
-        server.add_insecure_port(f"unix://{path}")
-        server.start()
-    os.chmod(path, 0o660)
+    try:
+        with _umask(0o117):
+            server.add_insecure_port(f"unix://{path}")
+            server.start()
+        os.chmod(path, 0o660)
+    except BaseException:
+        server.stop(grace=0).wait()
+        with contextlib.suppress(OSError, SetupError):
+            _remove_socket(path)
+        raise
 
 
 class KubeletPlugin:
@@ -139,8 +150,10 @@ class KubeletPlugin:
             versions.append(HEALTH_V1ALPHA1)
         self.registration = RegistrationService(
             driver_name=driver, endpoint=str(self.dra_socket), versions=versions)
+        # health streams hold a thread each: they get their own, on top of the calls'
+        streams = MAX_HEALTH_STREAMS if self.health is not None else 0
         self._dra_server = grpc.server(ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix=f"dra-{driver}"))
+            max_workers=max_workers + streams, thread_name_prefix=f"dra-{driver}"))
         self._reg_server = grpc.server(ThreadPoolExecutor(
             max_workers=2, thread_name_prefix=f"reg-{driver}"))
 
@@ -149,7 +162,13 @@ class KubeletPlugin:
         add_services(self._dra_server, preparer=self.preparer, health=self.health)
         _serve_unix(self.dra_socket, self._dra_server)
         add_registration(self._reg_server, self.registration)
-        _serve_unix(self.registration_socket, self._reg_server)
+        try:
+            _serve_unix(self.registration_socket, self._reg_server)
+        except BaseException:
+            self._dra_server.stop(grace=0).wait()
+            with contextlib.suppress(OSError, SetupError):
+                _remove_socket(self.dra_socket)
+            raise
         log.info("kubelet plugin serving", extra={
             "driver": self.driver, "dra_socket": str(self.dra_socket),
             "registration_socket": str(self.registration_socket),
@@ -158,6 +177,8 @@ class KubeletPlugin:
     def stop(self, *, grace: float = 5.0) -> None:
         """Remove the registration socket, then stop serving and remove the DRA socket."""
         self.stopping.set()
+        if self.health is not None:
+            self.health.stop()
         self._reg_server.stop(grace=0).wait()
         with contextlib.suppress(SetupError):
             _remove_socket(self.registration_socket)

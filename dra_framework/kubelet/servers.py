@@ -6,6 +6,13 @@ claim.  ``GetInfo`` answers from memory (the kubelet gives it one second).  The 
 polls the backend and sends the whole picture on every change and at least every
 ``resend_interval`` seconds, so ``last_updated_time`` stays fresh.
 
+What a peer on the socket can cost us is bounded: each prepare/unprepare gets the gRPC call's
+own deadline (so it answers in time) and, should the preparer ever raise, an error per claim
+instead of a failed RPC; at most ``MAX_HEALTH_STREAMS`` health streams run at once (a new one
+ends the oldest: the kubelet keeps one, and reconnects replace it), so streams never take the
+server threads that prepares need; only the last registration status is kept, and what is
+logged of it is cut short.
+
 ``grpc`` and the generated modules are imported here and in ``plugin`` only.
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
@@ -23,6 +31,7 @@ import grpc
 from ..loader import Backend
 from ..metrics import REGISTRATIONS, RPC_LATENCY
 from ..models import ClaimRef, DeviceHealth
+from ..node.calls import bounded
 from ..node.prepare import ClaimPreparer, ClaimResult
 from ._proto.dra.v1 import api_pb2 as dra_v1
 from ._proto.dra.v1 import api_pb2_grpc as dra_v1_grpc
@@ -40,6 +49,9 @@ DRA_V1 = "v1.DRAPlugin"
 DRA_V1BETA1 = "v1beta1.DRAPlugin"
 HEALTH_V1ALPHA1 = "v1alpha1.DRAResourceHealth"
 
+MAX_HEALTH_STREAMS = 2
+"""Health streams served at once; each holds a server thread for its whole life."""
+
 
 class RegistrationService(reg_grpc.RegistrationServicer):
     """``pluginregistration.Registration``: tells the kubelet who we are and where."""
@@ -49,7 +61,8 @@ class RegistrationService(reg_grpc.RegistrationServicer):
         self.endpoint = endpoint
         self.versions = list(versions)
         self.registered = threading.Event()
-        self.statuses: list[tuple[bool, str]] = []
+        self.status: tuple[bool, str] | None = None
+        """The kubelet's last verdict: registered, and its error (cut to 1 KiB)."""
 
     def GetInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return reg.PluginInfo(type=PLUGIN_TYPE, name=self.driver_name, endpoint=self.endpoint,
@@ -58,20 +71,33 @@ class RegistrationService(reg_grpc.RegistrationServicer):
     def NotifyRegistrationStatus(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> Any:
-        self.statuses.append((request.plugin_registered, request.error))
+        error = bounded(request.error)
+        self.status = (bool(request.plugin_registered), error)
         REGISTRATIONS.labels(self.driver_name, str(bool(request.plugin_registered))).inc()
         if request.plugin_registered:
             log.info("registered with the kubelet", extra={"driver": self.driver_name,
                                                             "endpoint": self.endpoint})
             self.registered.set()
         else:
-            log.error(f"the kubelet refused the registration: {request.error}",
+            log.error(f"the kubelet refused the registration: {error}",
                       extra={"driver": self.driver_name, "endpoint": self.endpoint})
         return reg.RegistrationStatusResponse()
 
 
 def _claims(request: Any) -> list[ClaimRef]:
     return [ClaimRef(namespace=c.namespace, name=c.name, uid=c.uid) for c in request.claims]
+
+
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    """The call's deadline as a ``time.monotonic()`` instant (None: the caller set none)."""
+    left = context.time_remaining()
+    return None if left is None else time.monotonic() + left
+
+
+def _internal(claims: Sequence[ClaimRef], operation: str) -> dict[str, str]:
+    log.exception(f"{operation} raised; every claim of the call gets an error")
+    return {c.uid: f"internal error of the plugin during {operation}; see the plugin log"
+            for c in claims}
 
 
 def _dra_servicer(pb2: ModuleType, pb2_grpc: ModuleType, *, share_id: bool) -> type:
@@ -98,7 +124,12 @@ def _dra_servicer(pb2: ModuleType, pb2_grpc: ModuleType, *, share_id: bool) -> t
             self, request: Any, context: grpc.ServicerContext
         ) -> Any:
             with RPC_LATENCY.labels(self.preparer.driver, "NodePrepareResources").time():
-                results = self.preparer.prepare(_claims(request))
+                claims = _claims(request)
+                try:
+                    results = self.preparer.prepare(claims, deadline=_deadline(context))
+                except Exception:
+                    results = {uid: ClaimResult(error=e)
+                               for uid, e in _internal(claims, "prepare").items()}
                 return pb2.NodePrepareResourcesResponse(
                     claims={uid: self._response(r) for uid, r in results.items()}
                 )
@@ -107,7 +138,11 @@ def _dra_servicer(pb2: ModuleType, pb2_grpc: ModuleType, *, share_id: bool) -> t
             self, request: Any, context: grpc.ServicerContext
         ) -> Any:
             with RPC_LATENCY.labels(self.preparer.driver, "NodeUnprepareResources").time():
-                results = self.preparer.unprepare(_claims(request))
+                claims = _claims(request)
+                try:
+                    results = self.preparer.unprepare(claims, deadline=_deadline(context))
+                except Exception:
+                    results = _internal(claims, "unprepare")
                 return pb2.NodeUnprepareResourcesResponse(
                     claims={uid: pb2.NodeUnprepareResourceResponse(error=err)
                             for uid, err in results.items()}
@@ -138,6 +173,30 @@ class HealthService(health_v1alpha1_grpc.DRAResourceHealthServicer):
         self.poll_interval = poll_interval
         self.resend_interval = resend_interval
         self.clock = clock
+        self._streams: OrderedDict[int, threading.Event] = OrderedDict()
+        self._streams_lock = threading.Lock()
+        self._next_stream = 0
+
+    def _open_stream(self) -> tuple[int, threading.Event]:
+        """Register a stream; beyond ``MAX_HEALTH_STREAMS``, end the oldest."""
+        with self._streams_lock:
+            self._next_stream += 1
+            key, done = self._next_stream, threading.Event()
+            self._streams[key] = done
+            while len(self._streams) > MAX_HEALTH_STREAMS:
+                _, oldest = self._streams.popitem(last=False)
+                oldest.set()
+            return key, done
+
+    def _close_stream(self, key: int) -> None:
+        with self._streams_lock:
+            self._streams.pop(key, None)
+
+    def stop(self) -> None:
+        """End every stream now (the plugin is stopping)."""
+        with self._streams_lock:
+            for done in self._streams.values():
+                done.set()
 
     def _response(self, devices: Sequence[DeviceHealth], now: int) -> Any:
         return health_v1alpha1.NodeWatchResourcesResponse(devices=[
@@ -156,17 +215,21 @@ class HealthService(health_v1alpha1_grpc.DRAResourceHealthServicer):
     ) -> Iterator[Any]:
         last: list[DeviceHealth] | None = None
         sent_at = 0.0
-        while context.is_active() and not self.stopping.is_set():
-            try:
-                current = list(self.backend.health() or ())
-            except Exception:
-                log.exception("health check failed", extra={"backend": self.backend.name})
-                current = []
-            now = self.clock()
-            if current != last or now - sent_at >= self.resend_interval:
-                yield self._response(current, int(now))
-                last, sent_at = current, now
-            self.stopping.wait(self.poll_interval)
+        key, done = self._open_stream()
+        try:
+            while context.is_active() and not self.stopping.is_set() and not done.is_set():
+                try:
+                    current = list(self.backend.health() or ())
+                except Exception:
+                    log.exception("health check failed", extra={"backend": self.backend.name})
+                    current = []
+                now = self.clock()
+                if current != last or now - sent_at >= self.resend_interval:
+                    yield self._response(current, int(now))
+                    last, sent_at = current, now
+                done.wait(self.poll_interval)
+        finally:
+            self._close_stream(key)
 
 
 def add_services(

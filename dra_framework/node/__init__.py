@@ -1,6 +1,7 @@
 """Node state: what a driver holds on its node, and the one path that changes it.
 
-Owns the prepare/unprepare state machine (``prepare``), the crash-safe per-claim checkpoint
+Owns the prepare/unprepare state machine (``prepare``) and the admission and time keeping of
+each kubelet call (``calls``), the crash-safe per-claim checkpoint
 (``checkpoint``), the per-claim CDI specs (``cdi``), the cross-process lock of a rolling update
 (``locking``), the decoding of a claim's allocation into this driver's devices (``allocation``),
 the crash points that recovery is tested with (``faults``), and the protocols (``ports``) through

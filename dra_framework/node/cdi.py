@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -47,6 +48,9 @@ __all__ = [
     "validate_device_name",
     "validate_kind",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class CdiError(ClaimError):
@@ -327,11 +331,18 @@ class CdiSpecStore:
                 os.close(fd)
 
     def remove_claim_spec(self, *, claim_uid: str) -> bool:
-        """Remove the claim's spec file; a missing one is fine.  Return whether one was removed."""
+        """Remove the claim's spec file; a missing one is fine.  Return whether one was removed.
+
+        A directory at the spec's path was never a spec of ours (the write would have failed):
+        it is left in place with a warning, and nothing of the claim's is there to remove."""
         path = self.spec_path(claim_uid)
         try:
             path.unlink()
         except FileNotFoundError:
+            return False
+        except IsADirectoryError:
+            log.warning("a directory sits at the CDI spec path of a claim; left in place",
+                        extra={"path": str(path), "claim_uid": claim_uid})
             return False
         except OSError as exc:
             raise CdiError(f"cannot remove CDI spec {path} of claim {claim_uid}: {exc}") from exc

@@ -8,8 +8,8 @@ Layout under the driver's state directory::
 
     checkpoint.json        {"apiVersion", "kind": "Checkpoint", "bootID", "checksum"}
     claims/<uid>.json      one ClaimRecord per claim, written atomically
-    devices/<sha256>       "device in use" markers: pool/device -> owning claim uid
-    corrupt/               unreadable files are moved here, never deleted
+    devices/<sha256>       "device in use" markers: {"claim", "pool", "device"}
+    corrupt/               files that are not what they should be are moved here, never deleted
 
 One file per claim keeps the cost of a prepare independent of how many claims are already
 prepared: a prepare writes its own record twice (``preparing``, then ``prepared``) and never
@@ -25,6 +25,15 @@ of the *machine* reboots the node, and the boot-id check then discards all state
 halves the fsyncs of a prepare (each costs 0.1–1 ms).  The device markers are an index derived
 from the records and are rebuilt from them at every start.
 
+Hostile or unlucky state: files are read and written without following links (``durable``).
+A file that cannot be *read* (no descriptors left, permissions) is not corrupt: the error goes
+to the caller, whose call fails and is retried.  A record that is not what we wrote (garbage,
+truncated, a link or a directory in its place) is moved to ``corrupt/`` and replaced by what is
+known without it: the claim's UID (its file name), its CDI spec (named by the UID) and the
+devices marked for it.  That ``preparing`` record makes the claim roll back completely, so
+nothing it held stays set up, specified or blocked.  A damaged device marker is rebuilt from the
+records.
+
 Callers hold the driver's cross-process lock (``dra_framework.node.locking``) around every method
 that writes; reads are safe without it because every write is an atomic rename.
 """
@@ -36,6 +45,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +55,7 @@ from typing import Any, Literal
 import attrs
 
 from ..convert import structure, unstructure
-from ..durable import atomic_write, fsync_dir
+from ..durable import NotRegularFileError, atomic_write, fsync_dir, read_regular
 from ..errors import ConfigError
 from ..models import PreparedDevice
 
@@ -102,16 +113,19 @@ def _checksum(data: Any) -> str:
 
 
 def _read_envelope(path: Path, kind: str) -> dict[str, Any]:
-    """Read and verify a versioned, checksummed file; raise CorruptStateError on any problem."""
+    """Read and verify a versioned, checksummed file.
+
+    ``CorruptStateError`` when what is there is not such a file (garbage, truncated, another
+    format, a link, a directory); ``FileNotFoundError`` when nothing is; any other ``OSError``
+    (no file descriptors left, permissions) is raised as is: the file may be fine.
+    """
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise CorruptStateError(f"{path}: unreadable: {exc}") from exc
+        raw = read_regular(path)
+    except NotRegularFileError as exc:
+        raise CorruptStateError(f"{path}: {exc.strerror}") from exc
     try:
         doc = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CorruptStateError(f"{path}: not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise CorruptStateError(f"{path}: not a JSON object")
@@ -135,6 +149,33 @@ def _envelope(kind: str, body: dict[str, Any]) -> bytes:
 
 def device_key(pool: str, device: str) -> str:
     return hashlib.sha256(f"{pool}\0{device}".encode()).hexdigest()
+
+
+_UID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_uid(uid: str) -> str:
+    """A claim UID usable as a file name: ASCII letters, digits, ``.``, ``_``, ``-``; ≤ 128.
+
+    Kubernetes UIDs are UUIDs; anything else (empty, a path, a name of more than 255 bytes) is
+    refused for that claim before it reaches a file system call.
+    """
+    if not isinstance(uid, str) or not _UID_RE.fullmatch(uid):
+        raise ConfigError(f"invalid claim UID {uid[:140]!r}" if isinstance(uid, str)
+                          else "invalid claim UID")
+    return uid
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove whatever is at ``path`` in a directory of ours (a directory too), never following
+    a link."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 @attrs.frozen
@@ -182,20 +223,29 @@ class Checkpoint:
                 "node rebooted since the checkpoint was written; discarding prepared claims",
                 extra={"stored_boot_id": stored_boot, "boot_id": boot_id},
             )
-            for path in self.claims_dir.glob("*.json"):
-                path.unlink()
+            for path in self.claims_dir.iterdir():
+                if path.name.endswith(".json"):
+                    _remove_entry(path)
         prepared: list[ClaimRecord] = []
         interrupted: list[ClaimRecord] = []
+        salvage: list[str] = []
         for path in sorted(self.claims_dir.iterdir()):
             if not path.name.endswith(".json"):
-                path.unlink()  # temp file of a write interrupted by a crash
+                _remove_entry(path)  # temp file of a write interrupted by a crash
                 continue
             try:
                 record = self._load(path)
             except CorruptStateError as exc:
                 corrupt.append(self._set_aside(path, str(exc)))
+                uid = path.name[: -len(".json")]
+                if _UID_RE.fullmatch(uid):
+                    salvage.append(uid)
                 continue
             (prepared if record.phase == "prepared" else interrupted).append(record)
+        # what a corrupt record held is known from its device markers (still on disk)
+        for uid in salvage:
+            interrupted.append(self._salvage(uid))
+            self.put(interrupted[-1])
         self._rebuild_device_index(prepared + interrupted)
         if stored_boot != boot_id:
             body = {"bootID": boot_id, "created": time.time()}
@@ -204,24 +254,31 @@ class Checkpoint:
 
     def _set_aside(self, path: Path, reason: str) -> str:
         self.corrupt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        target = self.corrupt_dir / f"{path.name}.{time.time_ns()}"
+        name = os.fsencode(path.name)[:200].decode(errors="ignore")  # room for the suffix
+        target = self.corrupt_dir / f"{name}.{time.time_ns()}"
         os.replace(path, target)
         log.error("state file is corrupt; moved aside", extra={"path": str(path),
-                  "moved_to": str(target), "reason": reason})
+                  "moved_to": str(target), "reason": reason[:1000]})
         return str(target)
+
+    def _salvage(self, uid: str) -> ClaimRecord:
+        """What is known of claim ``uid`` without its (corrupt) record: the devices marked for
+        it.  The result is a ``preparing`` record, so that the claim is rolled back (backend
+        unprepare of those devices, CDI spec removal) like an interrupted prepare."""
+        devices = tuple(RecordedDevice(request="", pool=pool, device=device)
+                        for pool, device in self._marked_by(uid))
+        return ClaimRecord(uid=uid, namespace="", name="", phase="preparing", devices=devices)
 
     def _rebuild_device_index(self, records: list[ClaimRecord]) -> None:
         for marker in self.devices_dir.iterdir():
-            marker.unlink()
+            _remove_entry(marker)
         for record in records:
             self.mark_devices(record)
 
     # -- records ----------------------------------------------------------------------------
 
     def _path(self, uid: str) -> Path:
-        if not uid or "/" in uid or "\0" in uid or uid.startswith(".") or len(uid) > 128:
-            raise ConfigError(f"invalid claim UID {uid!r}")
-        return self.claims_dir / f"{uid}.json"
+        return self.claims_dir / f"{check_uid(uid)}.json"
 
     def _load(self, path: Path) -> ClaimRecord:
         body = _read_envelope(path, "PreparedClaim")
@@ -230,8 +287,24 @@ class Checkpoint:
         except Exception as exc:
             raise CorruptStateError(f"{path}: invalid record: {exc}") from exc
 
+    def peek(self, uid: str) -> ClaimRecord | None:
+        """The record of claim ``uid`` as it is, changing nothing; safe without the lock.
+
+        None when there is none, or when it is corrupt (``get``, under the lock, deals with
+        that).  An ``OSError`` (the file could not be read) is raised."""
+        try:
+            return self._load(self._path(uid))
+        except (FileNotFoundError, CorruptStateError):
+            return None
+
     def get(self, uid: str) -> ClaimRecord | None:
-        """The record of claim ``uid``, or None.  A corrupt record is moved aside (→ None)."""
+        """The record of claim ``uid``, or None.  Call it under the lock.
+
+        A corrupt record is moved aside and replaced by what is known without it (see
+        ``_salvage``): a ``preparing`` record of the devices marked for ``uid``, stored, so that
+        the claim is rolled back completely, now or after a restart.  An ``OSError`` (the file
+        could not be read, not that it is wrong) is raised: the caller fails this call only.
+        """
         path = self._path(uid)
         try:
             return self._load(path)
@@ -239,7 +312,9 @@ class Checkpoint:
             return None
         except CorruptStateError as exc:
             self._set_aside(path, str(exc))
-            return None
+            record = self._salvage(uid)
+            self.put(record)
+            return record
 
     def put(self, record: ClaimRecord, *, sync_dir: bool = True) -> None:
         """Store ``record`` atomically, replacing an earlier one of the same claim.
@@ -267,23 +342,59 @@ class Checkpoint:
 
     # -- device-in-use index ----------------------------------------------------------------
 
-    def device_owner(self, pool: str, device: str) -> str | None:
-        """UID of the claim holding ``pool/device`` exclusively, if any."""
+    def _read_marker(self, path: Path) -> dict[str, str] | None:
+        """A marker's content, or None when nothing is there.  Anything that is not a marker
+        we wrote (a link, a directory, garbage) is removed and reported as ``CorruptStateError``."""
         try:
-            return (self.devices_dir / device_key(pool, device)).read_text() or None
+            data = json.loads(read_regular(path))
+            if isinstance(data, dict) and all(
+                    isinstance(data.get(k), str) for k in ("claim", "pool", "device")):
+                return data
+            problem = "not a device marker"
         except FileNotFoundError:
             return None
+        except NotRegularFileError as exc:
+            problem = str(exc.strerror)
+        except (ValueError, RecursionError) as exc:
+            problem = f"not JSON: {exc}"
+        _remove_entry(path)
+        raise CorruptStateError(f"{path}: {problem}")
+
+    def device_owner(self, pool: str, device: str) -> str | None:
+        """UID of the claim holding ``pool/device`` exclusively, if any.
+
+        A damaged marker is rebuilt from the records (the truth it indexes)."""
+        marker = self.devices_dir / device_key(pool, device)
+        try:
+            data = self._read_marker(marker)
+        except CorruptStateError as exc:
+            log.error("device marker is damaged; rebuilding it from the records",
+                      extra={"pool": pool, "device": device, "reason": str(exc)[:1000]})
+            for record in self.records():
+                if any(d.exclusive and (d.pool, d.device) == (pool, device)
+                       for d in record.devices):
+                    self.mark_devices(record)
+                    return record.uid
+            return None
+        return data["claim"] if data is not None else None
+
+    def _marked_by(self, uid: str) -> list[tuple[str, str]]:
+        """``(pool, device)`` of every marker held by claim ``uid`` (a scan: for recovery)."""
+        found = []
+        for path in sorted(self.devices_dir.iterdir()):
+            with contextlib.suppress(CorruptStateError):
+                data = self._read_marker(path)
+                if data is not None and data["claim"] == uid:
+                    found.append((data["pool"], data["device"]))
+        return found
 
     def mark_devices(self, record: ClaimRecord) -> None:
         """Record that ``record``'s exclusive devices are in use by it."""
         for dev in record.devices:
             if dev.exclusive:
-                marker = os.path.join(self.devices_dir, device_key(dev.pool, dev.device))
-                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                try:
-                    os.write(fd, record.uid.encode())
-                finally:
-                    os.close(fd)
+                body = {"claim": record.uid, "pool": dev.pool, "device": dev.device}
+                atomic_write(self.devices_dir / device_key(dev.pool, dev.device),
+                             _canonical(body), sync=False)
 
     def release_devices(self, record: ClaimRecord) -> None:
         """Drop the in-use markers that ``record`` holds."""

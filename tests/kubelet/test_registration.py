@@ -29,7 +29,7 @@ def test_handshake(node: PluginHarness) -> None:
     notice = node.kubelet.notifications[-1]
     assert notice.plugin_registered and notice.error == ""
     assert node.node is not None
-    assert node.node.plugins[0].registration.statuses == [(True, "")]
+    assert node.node.plugins[0].registration.status == (True, "")
 
 
 def test_old_kubelet_picks_v1beta1(node: PluginHarness) -> None:
@@ -48,7 +48,7 @@ def test_refusal_is_logged_with_the_kubelets_message(
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert any("refused the registration: version skew" in r.getMessage() for r in errors)
     assert node.node is not None
-    assert node.node.plugins[0].registration.statuses == [(False, "version skew")]
+    assert node.node.plugins[0].registration.status == (False, "version skew")
 
 
 def test_health_not_advertised_when_backend_has_none(short_tmp: Path,

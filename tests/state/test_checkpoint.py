@@ -72,21 +72,32 @@ def test_put_writes_only_its_own_file(cp: Checkpoint) -> None:
 def test_corrupt_record_is_moved_aside_at_open(tmp_path: Path, damage: object) -> None:
     cp = Checkpoint(directory=tmp_path)
     cp.open(boot_id="b")
-    cp.put(record(uid="bad"))
-    cp.put(record(uid="good", device="gpu-1"))
+    for r in (record(uid="bad"), record(uid="good", device="gpu-1")):
+        cp.put(r)
+        cp.mark_devices(r)
     damage(cp.claims_dir / "bad.json")  # type: ignore[operator]
     opened = Checkpoint(directory=tmp_path).open(boot_id="b")
     assert [r.uid for r in opened.prepared] == ["good"]
     assert len(opened.corrupt) == 1 and "bad.json" in opened.corrupt[0]
     assert Path(opened.corrupt[0]).exists()
-    assert not (cp.claims_dir / "bad.json").exists()
+    # in its place, what the device markers still say: a claim to roll back
+    salvaged = RecordedDevice(request="", pool="node-1", device="gpu-0")
+    assert opened.interrupted == (ClaimRecord(uid="bad", namespace="", name="",
+                                              phase="preparing", devices=(salvaged,)),)
+    assert cp.peek("bad") == opened.interrupted[0]
 
 
-def test_corrupt_record_read_later_is_moved_aside(cp: Checkpoint) -> None:
+def test_corrupt_record_read_later_is_moved_aside_and_salvaged(cp: Checkpoint) -> None:
     cp.put(record())
+    cp.mark_devices(record())
     (cp.claims_dir / "uid-1.json").write_text("garbage")
-    assert cp.get("uid-1") is None
+    salvaged = cp.get("uid-1")
+    assert salvaged == ClaimRecord(
+        uid="uid-1", namespace="", name="", phase="preparing",
+        devices=(RecordedDevice(request="", pool="node-1", device="gpu-0"),))
     assert list(cp.corrupt_dir.iterdir())
+    assert cp.get("uid-1") == salvaged  # stored: a failed roll-back is tried again
+    assert cp.device_owner("node-1", "gpu-0") == "uid-1"
 
 
 def test_corrupt_meta_file_does_not_stop_open(tmp_path: Path) -> None:

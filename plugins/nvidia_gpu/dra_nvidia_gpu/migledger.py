@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dra_framework import BackendError
-from dra_framework.durable import atomic_write
+from dra_framework.durable import atomic_write, read_regular
 
 from .types import GpuInfo, MigDevice, MigPlacement, MigProfile
 
@@ -32,12 +32,15 @@ class MigLedger:
 
     def entries(self) -> list[dict[str, Any]]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular(self.path))
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise BackendError(f"cannot read the MIG ledger {self.path}: {exc}") from exc
-        return [e for e in data.get("instances", []) if isinstance(e, dict)]
+        instances = data.get("instances") if isinstance(data, dict) else None
+        if not isinstance(instances, list):
+            raise BackendError(f"the MIG ledger {self.path} is not a ledger")
+        return [e for e in instances if isinstance(e, dict)]
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
         try:
