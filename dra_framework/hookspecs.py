@@ -123,6 +123,10 @@ def dra_prepare_claim(
     the claim's CDI spec and answers the kubelet) and, in ``state``, whatever
     ``dra_unprepare_claim`` will need.  If it raises, the framework calls
     ``dra_unprepare_claim`` for the same devices to undo partial work.  Required.
+
+    The claims of one kubelet call are prepared one after another, or at once in threads of
+    their own when ``DriverInfo.concurrent_prepare`` is set; two claims holding the same exclusive
+    device are never prepared at once.
     """
 
 

@@ -37,9 +37,19 @@ PREPARED_CLAIMS = Gauge(
 )
 STATE_CORRUPTIONS = Counter(
     "dra_framework_state_files_set_aside_total",
-    "Checkpoint files that were unreadable and moved aside.",
+    "Checkpoint records (or whole databases) found corrupt and set aside at start.",
     ["driver"],
 )
+PREPARE_STAGES = Histogram(
+    "dra_framework_prepare_stage_seconds",
+    "Time a NodePrepareResources call spends in each stage: read (claim source), decode "
+    "(allocation and opaque config), lock (waiting for the state lock), admit (checks against "
+    "the checkpoint), record (intent transaction), backend (dra_prepare_claim), cdi (spec "
+    "files), commit (transaction), answer (the gRPC response).",
+    ["driver", "stage"],
+    buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1, 5, 45),
+)
+STAGES = ("read", "decode", "lock", "admit", "record", "backend", "cdi", "commit", "answer")
 REGISTRATIONS = Counter(
     "dra_framework_registration_status_total",
     "NotifyRegistrationStatus calls from the kubelet, by verdict.",

@@ -39,11 +39,17 @@ class DriverInfo:
 
     ``cdi_vendor`` defaults to ``k8s.<driver_name>`` and ``cdi_class`` to ``claim``, the
     convention of the reference drivers; a CDI ID is then ``<vendor>/<class>=<name>``.
+
+    ``concurrent_prepare`` lets the framework run ``dra_prepare_claim`` for the claims of one
+    call at once, each in its own thread (never two claims holding the same exclusive device).
+    Off by default: turn it on when the backend's prepare is safe to run concurrently and slow
+    enough for it to matter (programming an FPGA region, creating a VF).
     """
 
     driver_name: str
     cdi_vendor: str = ""
     cdi_class: str = "claim"
+    concurrent_prepare: bool = False
 
     @property
     def cdi_kind(self) -> str:

@@ -145,7 +145,9 @@ class ExampleBackend:
 
     @hookimpl
     def dra_driver_info(self) -> DriverInfo:
-        return DriverInfo(driver_name=self.options.driver_name, cdi_class="gpu")
+        # each device's setup is a file of its own: claims of one call may prepare at once
+        return DriverInfo(driver_name=self.options.driver_name, cdi_class="gpu",
+                          concurrent_prepare=True)
 
     @hookimpl
     def dra_inventory(self) -> Sequence[Device]:

@@ -106,6 +106,7 @@ def _dra_servicer(pb2: ModuleType, pb2_grpc: ModuleType, *, share_id: bool) -> t
     class DraService(pb2_grpc.DRAPluginServicer):  # type: ignore[misc,name-defined]
         def __init__(self, *, preparer: ClaimPreparer) -> None:
             self.preparer = preparer
+            self.answering = preparer.stages["answer"]
 
         def _device(self, d: Any) -> Any:
             msg = pb2.Device(request_names=list(d.request_names), pool_name=d.pool,
@@ -130,9 +131,10 @@ def _dra_servicer(pb2: ModuleType, pb2_grpc: ModuleType, *, share_id: bool) -> t
                 except Exception:
                     results = {uid: ClaimResult(error=e)
                                for uid, e in _internal(claims, "prepare").items()}
-                return pb2.NodePrepareResourcesResponse(
-                    claims={uid: self._response(r) for uid, r in results.items()}
-                )
+                with self.answering.time():
+                    return pb2.NodePrepareResourcesResponse(
+                        claims={uid: self._response(r) for uid, r in results.items()}
+                    )
 
         def NodeUnprepareResources(  # noqa: N802
             self, request: Any, context: grpc.ServicerContext

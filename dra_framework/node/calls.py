@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +54,7 @@ def claim_error(exc: Exception) -> ClaimError:
         return exc
     if isinstance(exc, LockTimeout):
         return StateError(f"the plugin state is locked for too long: {exc}; retried later")
-    if isinstance(exc, OSError):
+    if isinstance(exc, (OSError, sqlite3.Error)):
         return StateError(f"cannot use the plugin state: {exc}")
     if isinstance(exc, RecursionError):
         return ConfigError("the claim is nested too deeply to be processed")

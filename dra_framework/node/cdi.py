@@ -13,10 +13,13 @@ whole of that contract, following ``docs/cdi.md``:
   ``minimum_version``, so older runtimes still load it.  Invalid input is a ``CdiError``, a
   ``ClaimError``: one claim fails, never the plugin.
 * **Files** (§5, §6): ``CdiSpecStore`` owns the ``<vendor>-<class>_<claimUID>.json`` files of one
-  kind in one directory.  Writes are atomic (temp file in the same directory, fsync, rename), so a
+  kind in one directory.  Writes are atomic (temp file in the same directory, rename), so a
   runtime sees either the old file or the new one, never a partial one; temp names end in ``.tmp``,
-  which runtimes never read.  Removal is idempotent, and listing supports orphan cleanup without
-  touching other vendors' files.
+  which runtimes never read.  They are not fsynced: a spec only matters while the node runs,
+  and after a crash of the machine the node reboots, the boot-id check discards what the
+  plugin had prepared, and the specs left behind are removed as orphans at the next start.
+  Removal is idempotent, and listing supports orphan cleanup without touching other vendors'
+  files.
 
 JSON keys come from the one converter (``dra_framework.convert``); nothing here knows about the
 kubelet or the checkpoint, which sit above this module.
@@ -303,14 +306,11 @@ class CdiSpecStore:
             with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), 0o644)
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self._fsync_root()
 
     def _create_temp(self) -> tuple[int, Path]:
         for _ in range(100):
@@ -320,15 +320,6 @@ class CdiSpecStore:
             except FileExistsError:
                 continue
         raise FileExistsError(f"no free temp file name in {self.root}")  # pragma: no cover
-
-    def _fsync_root(self) -> None:
-        """Make the rename durable; best effort, as some filesystems refuse directory fsync."""
-        with contextlib.suppress(OSError):
-            fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
     def remove_claim_spec(self, *, claim_uid: str) -> bool:
         """Remove the claim's spec file; a missing one is fine.  Return whether one was removed.

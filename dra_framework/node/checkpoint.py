@@ -1,41 +1,43 @@
-"""Durable prepared-claim state of one driver on one node.
+"""Durable prepared-claim state of one driver on one node, in one SQLite database.
 
 The kubelet never re-sends NodePrepareResources for a running pod, so what a plugin prepared must
-survive plugin restarts, and what a crash interrupted must be undone.  This module owns the
-on-disk format; it knows nothing of gRPC, the API server or backends.
+survive plugin restarts, and what a crash interrupted must be undone.  This module owns that
+state; it knows nothing of gRPC, the API server or backends.
 
-Layout under the driver's state directory::
+``<state dir>/checkpoint.db`` (SQLite, write-ahead log) holds three tables: ``meta`` (format
+version, boot id), ``claims`` (one ``ClaimRecord`` per claim, as checksummed canonical JSON) and
+``held`` (which claim holds each exclusively prepared device: an index derived from the records,
+rebuilt at every start, written in the same transaction as the record it indexes).  One file,
+opened once, written in transactions: a prepare costs a few row writes instead of file creates
+and renames, a batch of claims can be one transaction (``batch``), and nothing in the state
+directory is ever opened by a name a writer could have replaced with a link.
 
-    checkpoint.json        {"apiVersion", "kind": "Checkpoint", "bootID", "checksum"}
-    claims/<uid>.json      one ClaimRecord per claim, written atomically
-    devices/<sha256>       "device in use" markers: {"claim", "pool", "device"}
-    corrupt/               files that are not what they should be are moved here, never deleted
+Durability is spent where it buys something, and here it buys nothing beyond the process: the
+database runs with ``synchronous=NORMAL``, so a committed transaction is in the log (the kernel's
+page cache) before the call returns and survives any crash of the *process*, while a crash of
+the *machine* reboots the node, after which the boot-id check discards all state anyway (the
+devices and CDI specs it describes are gone).  No fsync is on the prepare path.
 
-One file per claim keeps the cost of a prepare independent of how many claims are already
-prepared: a prepare writes its own record twice (``preparing``, then ``prepared``) and never
-rewrites the others.  Every record carries a versioned ``apiVersion`` and a SHA-256 checksum of
-its canonical JSON.  Every write is atomic (temp file in the same directory, renamed over the
-target), so a reader sees the old or the new record, never a mix.
+Hostile or unlucky state:
 
-Durability is spent where it buys something.  A committed (``prepared``) record and the boot-id
-file are fsynced, and their directory too, before the kubelet hears of the result.  The
-``preparing`` intent record, deletions and the device markers are not: they guard against a
-crash of the *process*, after which everything it wrote is still in the page cache, while a crash
-of the *machine* reboots the node, and the boot-id check then discards all state anyway.  That
-halves the fsyncs of a prepare (each costs 0.1–1 ms).  The device markers are an index derived
-from the records and are rebuilt from them at every start.
+* a record that cannot be read (the database is locked for too long, an I/O error) raises
+  ``sqlite3.Error``: the caller fails that call only, and it is retried;
+* a record that is not what we wrote (a row whose checksum or shape is wrong) is copied to the
+  ``corrupt`` table and replaced by what is known without it: the claim's UID, its CDI spec
+  (named by the UID) and the devices held for it, as a ``preparing`` record, so the claim is
+  rolled back completely, now or at the next start;
+* a database that SQLite cannot open or that fails its integrity check is moved to ``corrupt/``
+  and a new one started (what it described can no longer be known; the orphaned CDI specs are
+  removed at start), a symbolic link in its place is refused.
 
-Hostile or unlucky state: files are read and written without following links (``durable``).
-A file that cannot be *read* (no descriptors left, permissions) is not corrupt: the error goes
-to the caller, whose call fails and is retried.  A record that is not what we wrote (garbage,
-truncated, a link or a directory in its place) is moved to ``corrupt/`` and replaced by what is
-known without it: the claim's UID (its file name), its CDI spec (named by the UID) and the
-devices marked for it.  That ``preparing`` record makes the claim roll back completely, so
-nothing it held stays set up, specified or blocked.  A damaged device marker is rebuilt from the
-records.
+Earlier releases kept one JSON file per claim under ``claims/``.  ``open`` imports such a tree
+(records, held devices, boot id), then puts a file where the ``claims/`` directory was, so that
+a plugin of an earlier release still running beside this one during a rolling update fails its
+calls (and the kubelet retries them here) instead of acting on state it no longer sees.
 
 Callers hold the driver's cross-process lock (``dra_framework.node.locking``) around every method
-that writes; reads are safe without it because every write is an atomic rename.
+that writes; reads are safe without it.  One connection serves all threads of the process,
+under a lock of its own.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
+import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,16 +60,31 @@ from typing import Any, Literal
 import attrs
 
 from ..convert import structure, unstructure
-from ..durable import NotRegularFileError, atomic_write, fsync_dir, read_regular
-from ..errors import ConfigError
+from ..durable import NotRegularFileError, read_regular
+from ..errors import ConfigError, SetupError
 from ..models import PreparedDevice
 
-API_VERSION = "checkpoint.dra-framework.io/v1"
-"""Version of the on-disk format; a file of any other version is moved aside as unreadable."""
+API_VERSION = "checkpoint.dra-framework.io/v2"
+"""Version of the database's format; a database of any other version is moved aside."""
+
+LEGACY_API_VERSION = "checkpoint.dra-framework.io/v1"
+"""The one-file-per-claim format of earlier releases, imported at ``open``."""
+
+DB_NAME = "checkpoint.db"
 
 log = logging.getLogger(__name__)
 
 Phase = Literal["preparing", "prepared"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (uid TEXT PRIMARY KEY, body TEXT NOT NULL,
+                                   checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS held (pool TEXT NOT NULL, device TEXT NOT NULL, uid TEXT NOT NULL,
+                                 PRIMARY KEY (pool, device));
+CREATE INDEX IF NOT EXISTS held_by_uid ON held (uid);
+CREATE TABLE IF NOT EXISTS corrupt (uid TEXT, body TEXT, reason TEXT, at REAL);
+"""
 
 
 @attrs.frozen
@@ -101,64 +121,25 @@ class ClaimRecord:
 
 
 class CorruptStateError(Exception):
-    """A state file could not be read, parsed or verified."""
+    """A stored record could not be parsed or verified."""
 
 
 def _canonical(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _checksum(data: Any) -> str:
-    return "sha256:" + hashlib.sha256(_canonical(data)).hexdigest()
-
-
-def _read_envelope(path: Path, kind: str) -> dict[str, Any]:
-    """Read and verify a versioned, checksummed file.
-
-    ``CorruptStateError`` when what is there is not such a file (garbage, truncated, another
-    format, a link, a directory); ``FileNotFoundError`` when nothing is; any other ``OSError``
-    (no file descriptors left, permissions) is raised as is: the file may be fine.
-    """
-    try:
-        raw = read_regular(path)
-    except NotRegularFileError as exc:
-        raise CorruptStateError(f"{path}: {exc.strerror}") from exc
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise CorruptStateError(f"{path}: not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise CorruptStateError(f"{path}: not a JSON object")
-    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != kind:
-        raise CorruptStateError(
-            f"{path}: unsupported format {doc.get('apiVersion')!r}/{doc.get('kind')!r}, "
-            f"expected {API_VERSION}/{kind}"
-        )
-    body = doc.get("data")
-    if doc.get("checksum") != _checksum(body):
-        raise CorruptStateError(f"{path}: checksum mismatch")
-    if not isinstance(body, dict):
-        raise CorruptStateError(f"{path}: data is not an object")
-    return body
-
-
-def _envelope(kind: str, body: dict[str, Any]) -> bytes:
-    doc = {"apiVersion": API_VERSION, "kind": kind, "checksum": _checksum(body), "data": body}
-    return _canonical(doc) + b"\n"
-
-
-def device_key(pool: str, device: str) -> str:
-    return hashlib.sha256(f"{pool}\0{device}".encode()).hexdigest()
+def _checksum(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 _UID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def check_uid(uid: str) -> str:
-    """A claim UID usable as a file name: ASCII letters, digits, ``.``, ``_``, ``-``; ≤ 128.
+    """A claim UID fit to name files: ASCII letters, digits, ``.``, ``_``, ``-``; ≤ 128.
 
     Kubernetes UIDs are UUIDs; anything else (empty, a path, a name of more than 255 bytes) is
-    refused for that claim before it reaches a file system call.
+    refused for that claim before it reaches the CDI directory or the database.
     """
     if not isinstance(uid, str) or not _UID_RE.fullmatch(uid):
         raise ConfigError(f"invalid claim UID {uid[:140]!r}" if isinstance(uid, str)
@@ -166,16 +147,17 @@ def check_uid(uid: str) -> str:
     return uid
 
 
-def _remove_entry(path: Path) -> None:
-    """Remove whatever is at ``path`` in a directory of ours (a directory too), never following
-    a link."""
+def _decode(uid: str, body: str, checksum: str) -> ClaimRecord:
+    raw = body.encode()
+    if checksum != _checksum(raw):
+        raise CorruptStateError(f"record of claim {uid}: checksum mismatch")
     try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        pass
+        record = structure(json.loads(raw), ClaimRecord)
+    except Exception as exc:
+        raise CorruptStateError(f"record of claim {uid}: invalid: {exc}") from exc
+    if record.uid != uid:
+        raise CorruptStateError(f"record of claim {uid} names claim {record.uid}")
+    return record
 
 
 @attrs.frozen
@@ -193,215 +175,319 @@ class Checkpoint:
 
     def __init__(self, *, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self.claims_dir = self.directory / "claims"
-        self.devices_dir = self.directory / "devices"
+        self.path = self.directory / DB_NAME
         self.corrupt_dir = self.directory / "corrupt"
-        self.meta_path = self.directory / "checkpoint.json"
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+        self._in_batch = False
 
     # -- start-up ---------------------------------------------------------------------------
 
     def open(self, *, boot_id: str) -> OpenResult:
-        """Prepare the directory and load every record.  Call once at start, under the lock.
+        """Open (or create) the database and load every record.  Call once, under the lock.
 
         A different ``boot_id`` than the stored one means the node rebooted: every record is
-        discarded (the devices and CDI specs they describe are gone).  Unreadable files are
-        moved to ``corrupt/``.  Records still ``preparing`` are returned for roll-back.
+        discarded.  Corrupt records are set aside and salvaged as ``preparing`` records, which
+        are returned for roll-back with the ones a crash interrupted.
         """
-        for d in (self.directory, self.claims_dir, self.devices_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         corrupt: list[str] = []
-        stored_boot: str | None = None
-        try:
-            stored_boot = str(_read_envelope(self.meta_path, "Checkpoint").get("bootID", ""))
-        except FileNotFoundError:
-            pass
-        except CorruptStateError as exc:
-            corrupt.append(self._set_aside(self.meta_path, str(exc)))
-        rebooted = stored_boot is not None and stored_boot != boot_id
-        if rebooted:
-            log.warning(
-                "node rebooted since the checkpoint was written; discarding prepared claims",
-                extra={"stored_boot_id": stored_boot, "boot_id": boot_id},
-            )
-            for path in self.claims_dir.iterdir():
-                if path.name.endswith(".json"):
-                    _remove_entry(path)
-        prepared: list[ClaimRecord] = []
-        interrupted: list[ClaimRecord] = []
-        salvage: list[str] = []
-        for path in sorted(self.claims_dir.iterdir()):
-            if not path.name.endswith(".json"):
-                _remove_entry(path)  # temp file of a write interrupted by a crash
-                continue
-            try:
-                record = self._load(path)
-            except CorruptStateError as exc:
-                corrupt.append(self._set_aside(path, str(exc)))
-                uid = path.name[: -len(".json")]
-                if _UID_RE.fullmatch(uid):
-                    salvage.append(uid)
-                continue
-            (prepared if record.phase == "prepared" else interrupted).append(record)
-        # what a corrupt record held is known from its device markers (still on disk)
-        for uid in salvage:
-            interrupted.append(self._salvage(uid))
-            self.put(interrupted[-1])
-        self._rebuild_device_index(prepared + interrupted)
-        if stored_boot != boot_id:
-            body = {"bootID": boot_id, "created": time.time()}
-            atomic_write(self.meta_path, _envelope("Checkpoint", body))
+        self._db = self._connect(corrupt)
+        legacy = _LegacyTree(self.directory)
+        with self.batch():
+            stored_boot = self._meta("bootID")
+            if stored_boot is None and legacy.present():
+                stored_boot = legacy.boot_id()
+                if stored_boot == boot_id:
+                    corrupt += self._import(legacy)
+            rebooted = stored_boot is not None and stored_boot != boot_id
+            if rebooted:
+                log.warning(
+                    "node rebooted since the checkpoint was written; discarding prepared claims",
+                    extra={"stored_boot_id": stored_boot, "boot_id": boot_id})
+                self._execute("DELETE FROM claims")
+            self._execute("INSERT OR REPLACE INTO meta VALUES ('bootID', ?)", (boot_id,))
+            prepared: list[ClaimRecord] = []
+            interrupted: list[ClaimRecord] = []
+            rows = self._all("SELECT uid, body, checksum FROM claims ORDER BY uid")
+            for uid, body, checksum in rows:
+                try:
+                    record = _decode(uid, body, checksum)
+                except CorruptStateError as exc:
+                    corrupt.append(f"record of claim {uid}")
+                    record = self._salvage(uid, body, str(exc))
+                (prepared if record.phase == "prepared" else interrupted).append(record)
+            self._execute("DELETE FROM held")
+            for record in prepared + interrupted:
+                self.mark_devices(record)
+        if legacy.present():
+            legacy.retire()
         return OpenResult(tuple(prepared), tuple(interrupted), tuple(corrupt), rebooted)
 
-    def _set_aside(self, path: Path, reason: str) -> str:
+    def _connect(self, corrupt: list[str]) -> sqlite3.Connection:
+        """The database, opened and checked; an unusable one is moved aside for a new one."""
+        for attempt in (1, 2):
+            try:
+                mode = os.lstat(self.path).st_mode
+            except FileNotFoundError:
+                mode = None
+            if mode is not None and not stat.S_ISREG(mode):
+                raise SetupError(f"{self.path} is not a regular file; refusing to use it")
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                 timeout=5.0)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    raise sqlite3.DatabaseError("the integrity check failed")
+                db.executescript(_SCHEMA)
+                version = db.execute("SELECT value FROM meta WHERE key='apiVersion'").fetchone()
+                if version is None:
+                    db.execute("INSERT INTO meta VALUES ('apiVersion', ?)", (API_VERSION,))
+                elif version[0] != API_VERSION:
+                    raise sqlite3.DatabaseError(f"unsupported format {version[0]!r}")
+                return db
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                # not a database, malformed, another format: set aside; anything else
+                # (locked, no permission, I/O) is no verdict on the file and is raised
+                if attempt == 2 or isinstance(exc, sqlite3.OperationalError):
+                    raise
+                corrupt.append(self._set_aside_database(str(exc)))
+        raise AssertionError("unreachable")
+
+    def _set_aside_database(self, reason: str) -> str:
         self.corrupt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name = os.fsencode(path.name)[:200].decode(errors="ignore")  # room for the suffix
-        target = self.corrupt_dir / f"{name}.{time.time_ns()}"
-        os.replace(path, target)
-        log.error("state file is corrupt; moved aside", extra={"path": str(path),
-                  "moved_to": str(target), "reason": reason[:1000]})
+        target = self.corrupt_dir / f"{DB_NAME}.{time.time_ns()}"
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
+        log.error("the checkpoint database is unusable; moved aside, starting a new one",
+                  extra={"path": str(self.path), "moved_to": str(target),
+                         "reason": reason[:1000]})
         return str(target)
 
-    def _salvage(self, uid: str) -> ClaimRecord:
-        """What is known of claim ``uid`` without its (corrupt) record: the devices marked for
-        it.  The result is a ``preparing`` record, so that the claim is rolled back (backend
-        unprepare of those devices, CDI spec removal) like an interrupted prepare."""
-        devices = tuple(RecordedDevice(request="", pool=pool, device=device)
-                        for pool, device in self._marked_by(uid))
-        return ClaimRecord(uid=uid, namespace="", name="", phase="preparing", devices=devices)
+    def _import(self, legacy: _LegacyTree) -> list[str]:
+        """Records and held devices of a one-file-per-claim tree, into this database."""
+        corrupt = []
+        for uid, record in legacy.records():
+            if record is None:
+                corrupt.append(f"legacy record of claim {uid}")
+                devices = tuple(RecordedDevice(request="", pool=p, device=d)
+                                for p, d in legacy.marked_by(uid))
+                record = ClaimRecord(uid=uid, namespace="", name="", phase="preparing",
+                                     devices=devices)
+            self.put(record)
+        log.info("imported the claim records of an earlier release",
+                 extra={"path": str(self.directory), "corrupt": len(corrupt)})
+        return corrupt
 
-    def _rebuild_device_index(self, records: list[ClaimRecord]) -> None:
-        for marker in self.devices_dir.iterdir():
-            _remove_entry(marker)
-        for record in records:
-            self.mark_devices(record)
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self._all(sql, params)
+
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Run one statement and fetch its rows, all under the connection's lock."""
+        with self._lock:
+            if self._db is None:
+                raise sqlite3.ProgrammingError("the checkpoint is not open")
+            return self._db.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every write in the block into one transaction (nested blocks join it)."""
+        with self._lock:
+            if self._in_batch:
+                yield
+                return
+            self._execute("BEGIN IMMEDIATE")
+            self._in_batch = True
+            try:
+                yield
+            except BaseException:
+                self._in_batch = False
+                with contextlib.suppress(sqlite3.Error):
+                    self._execute("ROLLBACK")
+                raise
+            self._in_batch = False
+            self._execute("COMMIT")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key=?", (key,))
+        return None if row is None else str(row[0])
 
     # -- records ----------------------------------------------------------------------------
 
-    def _path(self, uid: str) -> Path:
-        return self.claims_dir / f"{check_uid(uid)}.json"
-
-    def _load(self, path: Path) -> ClaimRecord:
-        body = _read_envelope(path, "PreparedClaim")
-        try:
-            return structure(body, ClaimRecord)
-        except Exception as exc:
-            raise CorruptStateError(f"{path}: invalid record: {exc}") from exc
+    def _row(self, uid: str) -> tuple[str, str] | None:
+        row = self._one("SELECT body, checksum FROM claims WHERE uid=?", (check_uid(uid),))
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def peek(self, uid: str) -> ClaimRecord | None:
         """The record of claim ``uid`` as it is, changing nothing; safe without the lock.
 
         None when there is none, or when it is corrupt (``get``, under the lock, deals with
-        that).  An ``OSError`` (the file could not be read) is raised."""
+        that).  A failed read raises ``sqlite3.Error``."""
+        row = self._row(uid)
+        if row is None:
+            return None
         try:
-            return self._load(self._path(uid))
-        except (FileNotFoundError, CorruptStateError):
+            return _decode(uid, *row)
+        except CorruptStateError:
             return None
 
     def get(self, uid: str) -> ClaimRecord | None:
         """The record of claim ``uid``, or None.  Call it under the lock.
 
-        A corrupt record is moved aside and replaced by what is known without it (see
-        ``_salvage``): a ``preparing`` record of the devices marked for ``uid``, stored, so that
-        the claim is rolled back completely, now or after a restart.  An ``OSError`` (the file
-        could not be read, not that it is wrong) is raised: the caller fails this call only.
+        A corrupt record is set aside and replaced by what is known without it: a stored
+        ``preparing`` record of the devices held for ``uid`` (see the module docstring).
         """
-        path = self._path(uid)
-        try:
-            return self._load(path)
-        except FileNotFoundError:
+        row = self._row(uid)
+        if row is None:
             return None
+        try:
+            return _decode(uid, *row)
         except CorruptStateError as exc:
-            self._set_aside(path, str(exc))
-            record = self._salvage(uid)
-            self.put(record)
-            return record
+            with self.batch():
+                return self._salvage(uid, row[0], str(exc))
 
-    def put(self, record: ClaimRecord, *, sync_dir: bool = True) -> None:
-        """Store ``record`` atomically, replacing an earlier one of the same claim.
+    def _salvage(self, uid: str, body: str, reason: str) -> ClaimRecord:
+        self._execute("INSERT INTO corrupt VALUES (?, ?, ?, ?)",
+                      (uid, body[:1_000_000], reason[:1000], time.time()))
+        log.error("a claim record is corrupt; set aside, the claim will be rolled back",
+                  extra={"claim_uid": uid, "reason": reason[:1000]})
+        devices = tuple(RecordedDevice(request="", pool=pool, device=device)
+                        for pool, device in self._held_by(uid))
+        record = ClaimRecord(uid=uid, namespace="", name="", phase="preparing", devices=devices)
+        self.put(record)
+        return record
 
-        A ``prepared`` record is fsynced before this returns; a ``preparing`` one is not (see
-        the module docstring).  With ``sync_dir=False`` the caller owes a ``sync()`` before it
-        reports the claim as prepared (one directory fsync for a whole batch).
-        """
-        atomic_write(self._path(record.uid), _envelope("PreparedClaim", unstructure(record)),
-                     sync=record.phase == "prepared", sync_dir=sync_dir)
-
-    def sync(self) -> None:
-        """Make every earlier ``put`` durable (fsync of the claims directory)."""
-        fsync_dir(self.claims_dir)
+    def put(self, record: ClaimRecord) -> None:
+        """Store ``record``, replacing an earlier one of the same claim."""
+        raw = _canonical(unstructure(record))
+        self._execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)",
+                      (check_uid(record.uid), raw.decode(), _checksum(raw)))
 
     def delete(self, uid: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(uid).unlink()
+        self._execute("DELETE FROM claims WHERE uid=?", (check_uid(uid),))
 
     def records(self) -> Iterator[ClaimRecord]:
         """Every readable record (used by tools and tests; not on the prepare path)."""
-        for path in sorted(self.claims_dir.glob("*.json")):
-            with contextlib.suppress(FileNotFoundError, CorruptStateError):
-                yield self._load(path)
+        rows = self._all("SELECT uid, body, checksum FROM claims ORDER BY uid")
+        for uid, body, checksum in rows:
+            with contextlib.suppress(CorruptStateError):
+                yield _decode(uid, body, checksum)
 
     # -- device-in-use index ----------------------------------------------------------------
 
-    def _read_marker(self, path: Path) -> dict[str, str] | None:
-        """A marker's content, or None when nothing is there.  Anything that is not a marker
-        we wrote (a link, a directory, garbage) is removed and reported as ``CorruptStateError``."""
-        try:
-            data = json.loads(read_regular(path))
-            if isinstance(data, dict) and all(
-                    isinstance(data.get(k), str) for k in ("claim", "pool", "device")):
-                return data
-            problem = "not a device marker"
-        except FileNotFoundError:
-            return None
-        except NotRegularFileError as exc:
-            problem = str(exc.strerror)
-        except (ValueError, RecursionError) as exc:
-            problem = f"not JSON: {exc}"
-        _remove_entry(path)
-        raise CorruptStateError(f"{path}: {problem}")
-
     def device_owner(self, pool: str, device: str) -> str | None:
-        """UID of the claim holding ``pool/device`` exclusively, if any.
+        """UID of the claim holding ``pool/device`` exclusively, if any."""
+        row = self._one("SELECT uid FROM held WHERE pool=? AND device=?", (pool, device))
+        return None if row is None else str(row[0])
 
-        A damaged marker is rebuilt from the records (the truth it indexes)."""
-        marker = self.devices_dir / device_key(pool, device)
-        try:
-            data = self._read_marker(marker)
-        except CorruptStateError as exc:
-            log.error("device marker is damaged; rebuilding it from the records",
-                      extra={"pool": pool, "device": device, "reason": str(exc)[:1000]})
-            for record in self.records():
-                if any(d.exclusive and (d.pool, d.device) == (pool, device)
-                       for d in record.devices):
-                    self.mark_devices(record)
-                    return record.uid
-            return None
-        return data["claim"] if data is not None else None
-
-    def _marked_by(self, uid: str) -> list[tuple[str, str]]:
-        """``(pool, device)`` of every marker held by claim ``uid`` (a scan: for recovery)."""
-        found = []
-        for path in sorted(self.devices_dir.iterdir()):
-            with contextlib.suppress(CorruptStateError):
-                data = self._read_marker(path)
-                if data is not None and data["claim"] == uid:
-                    found.append((data["pool"], data["device"]))
-        return found
+    def _held_by(self, uid: str) -> list[tuple[str, str]]:
+        rows = self._all("SELECT pool, device FROM held WHERE uid=? ORDER BY pool, device",
+                         (uid,))
+        return [(str(p), str(d)) for p, d in rows]
 
     def mark_devices(self, record: ClaimRecord) -> None:
         """Record that ``record``'s exclusive devices are in use by it."""
         for dev in record.devices:
             if dev.exclusive:
-                body = {"claim": record.uid, "pool": dev.pool, "device": dev.device}
-                atomic_write(self.devices_dir / device_key(dev.pool, dev.device),
-                             _canonical(body), sync=False)
+                self._execute("INSERT OR REPLACE INTO held VALUES (?, ?, ?)",
+                              (dev.pool, dev.device, record.uid))
 
     def release_devices(self, record: ClaimRecord) -> None:
         """Drop the in-use markers that ``record`` holds."""
-        for dev in record.devices:
-            if not dev.exclusive:
+        self._execute("DELETE FROM held WHERE uid=?", (record.uid,))
+
+
+def recorded_phases(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """Claim UID → phase of every record under ``directory``, read without changing anything
+    (for tools and tests; a plugin may be running on it)."""
+    path = Path(directory) / DB_NAME
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT uid, body FROM claims ORDER BY uid").fetchall()
+    finally:
+        db.close()
+    phases = {}
+    for uid, body in rows:
+        with contextlib.suppress(ValueError, AttributeError):
+            phases[str(uid)] = str(json.loads(body).get("phase"))
+    return phases
+
+
+class _LegacyTree:
+    """The state of earlier releases: ``checkpoint.json``, ``claims/<uid>.json`` (versioned,
+    checksummed envelopes) and ``devices/<sha256>`` markers."""
+
+    def __init__(self, directory: Path) -> None:
+        self.claims_dir = directory / "claims"
+        self.devices_dir = directory / "devices"
+        self.meta_path = directory / "checkpoint.json"
+
+    def present(self) -> bool:
+        return self.claims_dir.is_dir() and not self.claims_dir.is_symlink()
+
+    def _envelope(self, path: Path, kind: str) -> dict[str, Any]:
+        try:
+            doc = json.loads(read_regular(path))
+        except (NotRegularFileError, ValueError, RecursionError) as exc:
+            raise CorruptStateError(f"{path}: {exc}") from exc
+        body = doc.get("data") if isinstance(doc, dict) else None
+        if (doc.get("apiVersion"), doc.get("kind")) != (LEGACY_API_VERSION, kind) or (
+                doc.get("checksum") != _checksum(_canonical(body))) or not isinstance(body, dict):
+            raise CorruptStateError(f"{path}: not a {kind} of {LEGACY_API_VERSION}")
+        return body
+
+    def boot_id(self) -> str | None:
+        try:
+            return str(self._envelope(self.meta_path, "Checkpoint").get("bootID", "")) or None
+        except (FileNotFoundError, CorruptStateError):
+            return None
+
+    def records(self) -> Iterator[tuple[str, ClaimRecord | None]]:
+        """``(uid, record)`` per file; ``None`` for a file that is not a valid record."""
+        for path in sorted(self.claims_dir.iterdir()):
+            uid = path.name[: -len(".json")]
+            if not path.name.endswith(".json") or not _UID_RE.fullmatch(uid):
                 continue
-            marker = self.devices_dir / device_key(dev.pool, dev.device)
-            if self.device_owner(dev.pool, dev.device) == record.uid:
-                with contextlib.suppress(FileNotFoundError):
-                    marker.unlink()
+            try:
+                record = structure(self._envelope(path, "PreparedClaim"), ClaimRecord)
+            except Exception:  # not a record of ours, whatever is wrong with it
+                yield uid, None
+            else:
+                yield uid, record
+
+    def marked_by(self, uid: str) -> list[tuple[str, str]]:
+        found = []
+        with contextlib.suppress(FileNotFoundError):
+            for path in sorted(self.devices_dir.iterdir()):
+                with contextlib.suppress(OSError, ValueError, RecursionError):
+                    data = json.loads(read_regular(path))
+                    if isinstance(data, dict) and data.get("claim") == uid and isinstance(
+                            data.get("pool"), str) and isinstance(data.get("device"), str):
+                        found.append((data["pool"], data["device"]))
+        return found
+
+    def retire(self) -> None:
+        """Remove the tree, leaving a file where ``claims/`` was (see the module docstring)."""
+        shutil.rmtree(self.claims_dir)
+        self.claims_dir.write_text(f"the claim records moved to {DB_NAME}\n")
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.devices_dir)
+        with contextlib.suppress(FileNotFoundError):
+            self.meta_path.unlink()

@@ -32,8 +32,10 @@ Unprepare needs only the checkpoint: the claim may be gone from the API.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import attrs
@@ -43,11 +45,18 @@ from ..errors import (
     ConfigError,
     DeviceInUseError,
     SetupError,
-    StateError,
 )
 from ..loader import Backend
 from ..logs import claim_extra
-from ..metrics import LATENCY, OPERATION_ERRORS, OPERATIONS, PREPARED_CLAIMS, STATE_CORRUPTIONS
+from ..metrics import (
+    LATENCY,
+    OPERATION_ERRORS,
+    OPERATIONS,
+    PREPARE_STAGES,
+    PREPARED_CLAIMS,
+    STAGES,
+    STATE_CORRUPTIONS,
+)
 from ..models import AllocatedDevice, ClaimRef, PreparedDevice
 from . import faults
 from .allocation import allocated_devices
@@ -152,6 +161,7 @@ class ClaimPreparer:
         self._observer = observer
         self._fetch_workers = fetch_workers
         self._calls = CallGate()
+        self.stages = {name: PREPARE_STAGES.labels(self.driver, name) for name in STAGES}
 
     # -- start-up and shutdown --------------------------------------------------------------
 
@@ -160,7 +170,7 @@ class ClaimPreparer:
         with self.lock.hold():
             try:
                 opened = self.checkpoint.open(boot_id=self._boot_id)
-            except OSError as exc:
+            except (OSError, sqlite3.Error) as exc:
                 raise SetupError(f"cannot use the state directory "
                                  f"{self.checkpoint.directory}: {exc}") from exc
             keep = {r.uid for r in opened.prepared}
@@ -192,6 +202,7 @@ class ClaimPreparer:
                         extra={"driver": self.driver, "calls": active})
 
         self._calls.close(waiting=waiting)
+        self.checkpoint.close()
         self.lock.close()
 
     # -- prepare ----------------------------------------------------------------------------
@@ -227,46 +238,101 @@ class ClaimPreparer:
                 self._done("prepare", claim, started, outcome="already-prepared")
             else:
                 to_fetch.append(claim)
-        # API reads run concurrently, and each claim is prepared as soon as its read is back:
-        # disk work overlaps the reads still in flight, and the lock is never held while
-        # waiting for the API.  One read alone is cheaper done right here.
+        # API reads run concurrently, never under the lock; one read alone runs right here.
         reserve = min(REPLY_RESERVE, (deadline - time.monotonic()) / 5)
         reads = start_reads(to_fetch, self._read, until=deadline - reserve,
                             workers=self._fetch_workers, name=f"read-{self.driver}")
-        committed = False
+        ready: list[tuple[ClaimRef, list[AllocatedDevice]]] = []
         for claim, read in zip(to_fetch, reads, strict=True):
             outcome = read()
             if isinstance(outcome, ClaimError):
                 results[claim.uid] = self._failed("prepare", claim, outcome, started)
-                continue
-            try:
-                with self.lock.hold(timeout=max(deadline - time.monotonic() - 1.0, 0.1)):
-                    results[claim.uid] = self._prepare_locked(claim, outcome)
-                committed = True
-            except Exception as exc:
-                results[claim.uid] = self._failed("prepare", claim, exc, started)
             else:
-                self._done("prepare", claim, started, outcome="prepared")
-        if committed:
+                ready.append((claim, outcome))
+        if ready:
             try:
-                self.checkpoint.sync()  # the batch's records are durable before the reply
-            except OSError as exc:
-                err = StateError(f"cannot make the plugin state durable: {exc}")
-                for claim in to_fetch:
-                    if not results[claim.uid].error:
-                        results[claim.uid] = self._failed("prepare", claim, err, started)
+                waited = time.perf_counter()
+                with self.lock.hold(timeout=max(deadline - time.monotonic() - 1.0, 0.1)):
+                    self.stages["lock"].observe(time.perf_counter() - waited)
+                    outcomes = self._prepare_locked(ready)
+            except Exception as exc:
+                outcomes = {claim.uid: claim_error(exc) for claim, _ in ready}
+            for claim, _ in ready:
+                answer = outcomes[claim.uid]
+                if isinstance(answer, ClaimResult):
+                    results[claim.uid] = answer
+                    self._done("prepare", claim, started, outcome="prepared")
+                else:
+                    results[claim.uid] = self._failed("prepare", claim, answer, started)
         return {c.uid: results[c.uid] for c in claims}
 
     def _read(self, claim: ClaimRef, timeout: float) -> list[AllocatedDevice] | ClaimError:
         """Read and decode the allocation of one claim; any failure is that claim's error."""
         try:
-            obj = self._claims.get(claim, timeout=timeout)
+            with self.stages["read"].time():
+                obj = self._claims.get(claim, timeout=timeout)
             decode = self.backend.decode_config if self.backend.accepts_config else None
-            return allocated_devices(obj, claim=claim, driver=self.driver, decode=decode)
+            with self.stages["decode"].time():
+                return allocated_devices(obj, claim=claim, driver=self.driver, decode=decode)
         except Exception as exc:
             return claim_error(exc)
 
-    def _prepare_locked(self, claim: ClaimRef, devices: list[AllocatedDevice]) -> ClaimResult:
+    def _prepare_locked(self, ready: list[tuple[ClaimRef, list[AllocatedDevice]]],
+                        ) -> dict[str, ClaimResult | Exception]:
+        """Prepare a batch of claims whose allocations are read, under the lock.
+
+        ``recorded`` (one transaction of intent records and held devices for the batch) →
+        backend prepared and CDI spec written, claim by claim (at once when the backend allows
+        it) → ``committed`` (one transaction).  A claim that fails is rolled back on its own."""
+        outcomes: dict[str, ClaimResult | Exception] = {}
+        todo: list[tuple[ClaimRef, list[AllocatedDevice], ClaimRecord]] = []
+        taken: dict[tuple[str, str], str] = {}  # exclusive devices claimed within this batch
+        admitting = time.perf_counter()
+        for claim, devices in ready:
+            try:
+                known = self._admit(claim, devices, taken)
+            except Exception as exc:
+                outcomes[claim.uid] = exc
+                continue
+            if isinstance(known, ClaimResult):
+                outcomes[claim.uid] = known
+            else:
+                todo.append((claim, devices, known))
+        self.stages["admit"].observe(time.perf_counter() - admitting)
+        if not todo:
+            return outcomes
+        with self.stages["record"].time(), self.checkpoint.batch():
+            for _, _, record in todo:
+                self.checkpoint.put(record)
+                self.checkpoint.mark_devices(record)
+        faults.point("prepare:recorded")
+        done = self._run_backend(todo)
+        finals: list[ClaimRecord] = []
+        for (claim, _, _record), outcome in zip(todo, done, strict=True):
+            if isinstance(outcome, ClaimRecord):
+                finals.append(outcome)
+            else:
+                outcomes[claim.uid] = outcome
+        try:
+            with self.stages["commit"].time(), self.checkpoint.batch():
+                for final in finals:
+                    self.checkpoint.put(final)
+        except Exception as exc:
+            for final in finals:
+                outcomes[final.uid] = self._rolled_back(final, exc)
+            return outcomes
+        faults.point("prepare:committed")
+        for final in finals:
+            PREPARED_CLAIMS.labels(self.driver).inc()
+            if self._observer is not None:
+                self._observer.claim_prepared(final)  # never blocks or fails the prepare
+            outcomes[final.uid] = _answer(final)
+        return outcomes
+
+    def _admit(self, claim: ClaimRef, devices: list[AllocatedDevice],
+               taken: dict[tuple[str, str], str]) -> ClaimResult | ClaimRecord:
+        """The answer of a claim prepared meanwhile, or the intent record of a new prepare
+        (after rolling back an interrupted one); refuses devices held by another claim."""
         existing = self.checkpoint.get(claim.uid)
         if existing is not None and existing.phase == "prepared":
             return _answer(existing)
@@ -282,42 +348,54 @@ class ClaimPreparer:
                           for d in devices),
             cdi_spec=str(self.cdi.spec_path(claim.uid)),
         )
-        for rd in record.devices:  # the same rule that decides which devices get a marker
-            owner = self.checkpoint.device_owner(rd.pool, rd.device) if rd.exclusive else None
+        wanted = {(rd.pool, rd.device) for rd in record.devices if rd.exclusive}
+        for key in sorted(wanted):  # the same rule that decides which devices are held
+            owner = taken.get(key) or self.checkpoint.device_owner(*key)
             if owner and owner != claim.uid:
                 raise DeviceInUseError(
-                    f"device {rd.pool}/{rd.device} is already prepared for claim {owner}"
-                )
-        self.checkpoint.put(record)
-        prepared: dict[tuple[str, str], PreparedDevice] = {}
-        try:
-            self.checkpoint.mark_devices(record)
-            faults.point("prepare:recorded")
-            log.debug("preparing claim", extra=claim_extra(claim, devices=len(devices)))
-            prepared = {(p.pool, p.device): p
-                        for p in self.backend.prepare(claim=claim, devices=devices)}
-            faults.point("prepare:backend-done")
-            ids = self._write_cdi(claim, prepared)
-            faults.point("prepare:cdi-written")
-            final = attrs.evolve(record, phase="prepared", devices=tuple(
-                attrs.evolve(d, cdi_ids=ids.get((d.pool, d.device), ()),
-                             prepared=prepared[(d.pool, d.device)])
-                for d in record.devices
-            ))
-            self.checkpoint.put(final, sync_dir=False)
-        except Exception as exc:
-            err = claim_error(exc)
-            undo = self._undo(attrs.evolve(record, devices=tuple(
-                attrs.evolve(d, prepared=prepared.get((d.pool, d.device)))
-                for d in record.devices)))
-            if undo.problem:
-                err.args = (f"{err}; the roll-back left something behind: {undo.problem}",)
-            raise err from exc
-        faults.point("prepare:committed")
-        PREPARED_CLAIMS.labels(self.driver).inc()
-        if self._observer is not None:
-            self._observer.claim_prepared(final)  # never blocks or fails the prepare
-        return _answer(final)
+                    f"device {key[0]}/{key[1]} is already prepared for claim {owner}")
+        taken.update(dict.fromkeys(wanted, claim.uid))
+        return record
+
+    def _run_backend(self, todo: list[tuple[ClaimRef, list[AllocatedDevice], ClaimRecord]],
+                     ) -> list[ClaimRecord | Exception]:
+        """Backend prepare and CDI spec of each claim: the ``prepared`` record, or the error
+        (the claim then rolled back).  Claims run at once when the backend allows it."""
+        def one(item: tuple[ClaimRef, list[AllocatedDevice], ClaimRecord],
+                ) -> ClaimRecord | Exception:
+            claim, devices, record = item
+            prepared: dict[tuple[str, str], PreparedDevice] = {}
+            try:
+                log.debug("preparing claim", extra=claim_extra(claim, devices=len(devices)))
+                with self.stages["backend"].time():
+                    prepared = {(p.pool, p.device): p
+                                for p in self.backend.prepare(claim=claim, devices=devices)}
+                faults.point("prepare:backend-done")
+                with self.stages["cdi"].time():
+                    ids = self._write_cdi(claim, prepared)
+                faults.point("prepare:cdi-written")
+                return attrs.evolve(record, phase="prepared", devices=tuple(
+                    attrs.evolve(d, cdi_ids=ids.get((d.pool, d.device), ()),
+                                 prepared=prepared[(d.pool, d.device)])
+                    for d in record.devices))
+            except Exception as exc:
+                return self._rolled_back(attrs.evolve(record, devices=tuple(
+                    attrs.evolve(d, prepared=prepared.get((d.pool, d.device)))
+                    for d in record.devices)), exc)
+
+        if len(todo) > 1 and self.backend.info.concurrent_prepare:
+            with ThreadPoolExecutor(max_workers=min(len(todo), self._fetch_workers),
+                                    thread_name_prefix=f"prepare-{self.driver}") as pool:
+                return list(pool.map(one, todo))
+        return [one(item) for item in todo]
+
+    def _rolled_back(self, record: ClaimRecord, exc: Exception) -> ClaimError:
+        """Roll ``record`` back after ``exc``; the claim's error, with what the roll-back left."""
+        err = claim_error(exc)
+        undo = self._undo(record)
+        if undo.problem:
+            err.args = (f"{err}; the roll-back left something behind: {undo.problem}",)
+        return err
 
     def _write_cdi(
         self, claim: ClaimRef, prepared: Mapping[tuple[str, str], PreparedDevice]
@@ -352,8 +430,9 @@ class ClaimPreparer:
             log.error(f"roll-back could not remove the CDI spec: {exc}",
                       extra=claim_extra(claim))
             problem = str(exc)
-        self.checkpoint.release_devices(record)
-        self.checkpoint.delete(record.uid)
+        with self.checkpoint.batch():
+            self.checkpoint.release_devices(record)
+            self.checkpoint.delete(record.uid)
         return Undo(problem=problem)
 
     # -- unprepare --------------------------------------------------------------------------
@@ -398,8 +477,9 @@ class ClaimPreparer:
         faults.point("unprepare:backend-done")
         self.cdi.remove_claim_spec(claim_uid=claim.uid)
         faults.point("unprepare:cdi-removed")
-        self.checkpoint.release_devices(record)
-        self.checkpoint.delete(claim.uid)
+        with self.checkpoint.batch():
+            self.checkpoint.release_devices(record)
+            self.checkpoint.delete(claim.uid)
         if self._observer is not None:
             self._observer.claim_unprepared(record)
         forget = getattr(self._claims, "forget", None)

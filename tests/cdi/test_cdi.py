@@ -475,7 +475,7 @@ def test_temp_file_name_is_invisible_to_runtimes(
     assert not seen[0].endswith((".json", ".yaml"))
 
 
-@pytest.mark.parametrize("fail_at", ["fsync", "replace", "dumps"])
+@pytest.mark.parametrize("fail_at", ["fchmod", "replace", "dumps"])
 def test_failed_write_leaves_no_temp_and_keeps_old_file(
     store: CdiSpecStore, monkeypatch: pytest.MonkeyPatch, fail_at: str
 ) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from dra_framework.models import ClaimRef
+from dra_framework.node.checkpoint import recorded_phases
 from dra_framework.testing.claims import Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 
@@ -45,9 +45,7 @@ def test_two_processes_prepare_concurrently(short_tmp: Path, api: FakeApiServer)
         assert len(winners) == 16 and len(losers) == 16
         assert all("is already prepared for claim" in err for _, err in losers)
         state = short_tmp / "plugins" / "gpu.example.com"
-        on_disk = {p.stem: json.loads(p.read_text())["data"]["phase"]
-                   for p in (state / "claims").glob("*.json")}
-        assert on_disk == {c.uid: "prepared" for c in winners}
+        assert recorded_phases(state) == {c.uid: "prepared" for c in winners}
         assert len(list((short_tmp / "cdi").glob("*.json"))) == 16
 
         # the kubelet may unprepare in the other pod: state is shared, not per process

@@ -7,7 +7,6 @@ not prepared at all, and preparing it again works.
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dra_framework.node import faults
+from dra_framework.node.checkpoint import recorded_phases
 from dra_framework.testing.claims import Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 from dra_framework.testing.kubelet import PluginRpcError
@@ -41,8 +41,7 @@ def cdi_specs(root: Path) -> list[str]:
 
 
 def records(root: Path) -> dict[str, str]:
-    d = root / "plugins" / "gpu.example.com" / "claims"
-    return {p.stem: json.loads(p.read_text())["data"]["phase"] for p in d.glob("*.json")}
+    return recorded_phases(root / "plugins" / "gpu.example.com")
 
 
 @pytest.mark.parametrize("point", faults.PREPARE_POINTS)

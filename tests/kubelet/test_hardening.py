@@ -6,7 +6,6 @@ process where shutdown or start-up is what is tested.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -20,7 +19,6 @@ import pytest
 from dra_framework.kubelet._proto.pluginregistration.v1 import api_pb2 as reg_pb2
 from dra_framework.kubelet._proto.pluginregistration.v1 import api_pb2_grpc as reg_grpc
 from dra_framework.node.calls import MAX_ERROR_CHARS
-from dra_framework.node.checkpoint import device_key
 from dra_framework.testing.claims import Config, Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 from dra_framework.testing.harness import PluginHarness
@@ -101,20 +99,6 @@ def test_a_preparer_that_raises_still_answers_every_claim(
 
 
 # -- state files are never written through links ------------------------------------------------
-
-
-def test_a_link_planted_at_a_device_marker_is_not_written_through(node: PluginHarness) -> None:
-    victim = node.root / "victim"
-    victim.write_text("keep me")
-    markers = node.state_dir() / "devices"
-    markers.mkdir(parents=True, exist_ok=True)
-    (markers / device_key("node-1", "gpu-0")).symlink_to(victim)
-    claim = node.add_claim(allocated_claim(name="linked", results=[Result("gpu", "gpu-0")]))
-    conn = node.connect()
-    assert conn.prepare([claim])[claim.uid].error == ""
-    assert victim.read_text() == "keep me"
-    assert json.loads((markers / device_key("node-1", "gpu-0")).read_text())["claim"] == claim.uid
-    assert conn.unprepare([claim]) == {claim.uid: ""}
 
 
 def test_a_link_planted_at_the_backends_state_file_is_not_written_through(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dra_framework.node.checkpoint import recorded_phases
 from dra_framework.testing.claims import Result, allocated_claim
 from dra_framework.testing.fakeapi import FakeApiServer
 from dra_framework.testing.harness import PluginHarness
@@ -37,10 +38,8 @@ def test_two_backends_in_one_process(short_tmp: Path, api: FakeApiServer,
 
         # separate state: the same device name is free in the other driver's pool
         for driver in ("gpu.example.com", "acme.example.org"):
-            claims = node.state_dir(driver) / "claims"
-            assert [p.stem for p in claims.glob("*.json")] == [both.uid]
+            assert list(recorded_phases(node.state_dir(driver))) == [both.uid]
         assert gpu.unprepare([both]) == {both.uid: ""}
-        assert [p.stem for p in (node.state_dir("acme.example.org") / "claims").glob("*.json")
-                ] == [both.uid]
+        assert list(recorded_phases(node.state_dir("acme.example.org"))) == [both.uid]
         assert acme.unprepare([both]) == {both.uid: ""}
         assert node.cdi_specs() == []

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from dra_framework.models import ClaimRef
+from dra_framework.node.checkpoint import recorded_phases
 from dra_framework.testing.claims import Config, Result, allocated_claim, unallocated_claim
 from dra_framework.testing.harness import PluginHarness
 from dra_framework.testing.kubelet import KubeletClient, PluginConnection
@@ -131,9 +133,10 @@ def test_boot_id_change_discards_state(node: PluginHarness) -> None:
 def test_corrupt_state_file_is_set_aside(node: PluginHarness) -> None:
     c = claim(node, "corrupt", "gpu-0")
     node.connect().prepare([c])
-    (node.state_dir() / "claims" / f"{c.uid}.json").write_bytes(b"\x00garbage")
+    with sqlite3.connect(node.state_dir() / "checkpoint.db") as db:
+        db.execute("UPDATE claims SET body=? WHERE uid=?", ("\x00garbage", c.uid))
     node.restart()
-    assert list((node.state_dir() / "corrupt").iterdir())
+    assert recorded_phases(node.state_dir()) == {}  # rolled back
     assert node.connect().prepare([c])[c.uid].error == ""
 
 

@@ -24,5 +24,5 @@ def test_signal_removes_sockets(signum: int, short_tmp: Path, api: FakeApiServer
     assert proc.wait() == 0
     assert not proc.reg_socket.exists() and not dra.exists()
     # the checkpoint and the slices' source of truth stay: only sockets go
-    assert (proc.plugins_dir / "gpu.example.com" / "checkpoint.json").exists()
+    assert (proc.plugins_dir / "gpu.example.com" / "checkpoint.db").exists()
     proc.kubelet.close()

@@ -7,8 +7,9 @@ device-in-use markers are gone, or all still there for a retry.
 
 from __future__ import annotations
 
-import errno
+import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,24 +18,26 @@ from typing import Any
 
 import pytest
 
-from dra_framework.durable import read_regular
 from dra_framework.models import ClaimRef
-from dra_framework.node import checkpoint as checkpoint_module
 from dra_framework.node.allocation import MAX_PARAMETER_DEPTH
 from dra_framework.node.calls import MAX_ERROR_CHARS, STOPPING
 from dra_framework.testing.claims import Config, Result, allocated_claim
 
 from .env import Env
 
-Damage = Callable[[Path], None]
+Damage = Callable[[str], str]
+"""Turns the stored body of a claim's record into something else."""
 
 
 def spec_path(env: Env, claim: ClaimRef) -> Path:
     return env.cdi / f"k8s.gpu.example.com-gpu_{claim.uid}.json"
 
 
-def record_path(env: Env, claim: ClaimRef) -> Path:
-    return env.state / "claims" / f"{claim.uid}.json"
+def damage_record(env: Env, claim: ClaimRef, damage: Damage) -> None:
+    """Change the claim's row from outside, as a disk error or another writer would."""
+    with sqlite3.connect(env.state / "checkpoint.db") as db:
+        (body,) = db.execute("SELECT body FROM claims WHERE uid=?", (claim.uid,)).fetchone()
+        db.execute("UPDATE claims SET body=? WHERE uid=?", (damage(body), claim.uid))
 
 
 def holds(env: Env, device: str) -> str | None:
@@ -48,43 +51,38 @@ def nothing_left(env: Env, claim: ClaimRef, *devices: str) -> None:
     assert all(holds(env, d) is None for d in devices)
 
 
-def _symlink_elsewhere(path: Path) -> None:
-    target = path.parent.parent / "elsewhere.json"
-    target.write_text("{}")
-    path.unlink()
-    path.symlink_to(target)
-
-
-def _directory(path: Path) -> None:
-    path.unlink()
-    path.mkdir()
-
-
 DAMAGE: list[Any] = [
-    pytest.param(lambda p: p.write_text("garbage"), id="garbage"),
-    pytest.param(lambda p: p.write_bytes(b""), id="empty"),
-    pytest.param(lambda p: p.write_bytes(p.read_bytes()[:40]), id="truncated"),
-    pytest.param(_directory, id="directory"),
-    pytest.param(_symlink_elsewhere, id="symlink"),
+    pytest.param(lambda body: "garbage", id="garbage"),
+    pytest.param(lambda body: "", id="empty"),
+    pytest.param(lambda body: body[:40], id="truncated"),
+    pytest.param(lambda body: body.replace('"gpu-0"', '"gpu-7"'), id="checksum-mismatch"),
+    pytest.param(lambda body: json.dumps({"uid": "someone-else"}), id="another-shape"),
 ]
 
 
 # -- a record that cannot be read is not a corrupt record --------------------------------------
 
 
+def fail_reads_of(env: Env, monkeypatch: pytest.MonkeyPatch, claim: ClaimRef,
+                  error: str) -> None:
+    checkpoint = env.preparer.checkpoint
+    real = checkpoint._all
+
+    def failing(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if "FROM claims WHERE uid" in sql and params == (claim.uid,):
+            raise sqlite3.OperationalError(error)
+        return real(sql, params)
+
+    monkeypatch.setattr(checkpoint, "_all", failing)
+
+
 def test_a_record_that_cannot_be_read_fails_the_call_and_keeps_the_claim(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     c = env.claim("a", "gpu-0")
     assert env.preparer.prepare([c])[c.uid].error == ""
-
-    def out_of_descriptors(path: Path) -> bytes:
-        if path.name == f"{c.uid}.json":
-            raise OSError(errno.EMFILE, "Too many open files", str(path))
-        return read_regular(path)
-
-    monkeypatch.setattr(checkpoint_module, "read_regular", out_of_descriptors)
-    assert "Too many open files" in env.preparer.prepare([c])[c.uid].error
-    assert "Too many open files" in env.preparer.unprepare([c])[c.uid]
+    fail_reads_of(env, monkeypatch, c, "disk I/O error")
+    assert "disk I/O error" in env.preparer.prepare([c])[c.uid].error
+    assert "disk I/O error" in env.preparer.unprepare([c])[c.uid]
     # nothing was forgotten: the claim is still prepared, and answers once reads work again
     monkeypatch.undo()
     assert spec_path(env, c).exists() and holds(env, "gpu-0") == c.uid
@@ -100,7 +98,7 @@ def test_a_record_that_cannot_be_read_fails_the_call_and_keeps_the_claim(
 def test_unprepare_of_a_corrupt_record_cleans_up_everything(env: Env, damage: Damage) -> None:
     c = env.claim("a", "gpu-0", "gpu-1")
     assert env.preparer.prepare([c])[c.uid].error == ""
-    damage(record_path(env, c))
+    damage_record(env, c, damage)
     assert env.preparer.unprepare([c]) == {c.uid: ""}
     nothing_left(env, c, "gpu-0", "gpu-1")
     other = env.claim("b", "gpu-0", "gpu-1")
@@ -112,7 +110,7 @@ def test_prepare_of_a_corrupt_record_rolls_back_then_prepares_again(
         env: Env, damage: Damage) -> None:
     c = env.claim("a", "gpu-0")
     assert env.preparer.prepare([c])[c.uid].error == ""
-    damage(record_path(env, c))
+    damage_record(env, c, damage)
     again = env.preparer.prepare([c])[c.uid]
     assert again.error == "" and [d.device for d in again.devices] == ["gpu-0"]
     assert holds(env, "gpu-0") == c.uid and env.markers() == ["gpu-0"]
@@ -124,10 +122,11 @@ def test_prepare_of_a_corrupt_record_rolls_back_then_prepares_again(
 def test_a_corrupt_record_found_at_start_is_rolled_back(env: Env, damage: Damage) -> None:
     c = env.claim("a", "gpu-0")
     assert env.preparer.prepare([c])[c.uid].error == ""
-    damage(record_path(env, c))
+    damage_record(env, c, damage)
     env.restart()
     nothing_left(env, c, "gpu-0")
-    assert list((env.state / "corrupt").iterdir())
+    with sqlite3.connect(env.state / "checkpoint.db") as db:
+        assert db.execute("SELECT uid FROM corrupt").fetchall() == [(c.uid,)]
 
 
 # -- whatever goes wrong, each claim gets its own answer ---------------------------------------
@@ -201,22 +200,51 @@ def test_allocation_fields_of_the_wrong_json_type_fail_that_claim_only(
     assert results[fine.uid].error == ""
 
 
-def test_a_claims_directory_replaced_by_a_file_fails_each_claim_on_its_own(env: Env) -> None:
+def test_a_failing_state_store_fails_each_claim_on_its_own(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     done = env.claim("done", "gpu-0")
     assert env.preparer.prepare([done])[done.uid].error == ""
-    claims_dir = env.state / "claims"
-    aside = env.state / "claims.aside"
-    claims_dir.rename(aside)
-    claims_dir.write_text("not a directory")
     new = env.claim("new", "gpu-1")
+
+    def failing(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(env.preparer.checkpoint, "_all", failing)
     prepared = env.preparer.prepare([done, new])
     unprepared = env.preparer.unprepare([done, new])
     for uid in (done.uid, new.uid):
-        assert "Not a directory" in prepared[uid].error
-        assert "Not a directory" in unprepared[uid]
-    claims_dir.unlink()
-    aside.rename(claims_dir)
+        assert "database is locked" in prepared[uid].error
+        assert "database is locked" in unprepared[uid]
+    monkeypatch.undo()
     assert env.preparer.prepare([done, new])[new.uid].error == ""
+
+
+def test_an_unusable_database_is_set_aside_at_start(env: Env) -> None:
+    c = env.claim("a", "gpu-0")
+    assert env.preparer.prepare([c])[c.uid].error == ""
+    env.preparer.close()
+    for suffix in ("-wal", "-shm"):
+        (env.state / f"checkpoint.db{suffix}").unlink(missing_ok=True)
+    (env.state / "checkpoint.db").write_bytes(b"garbage" * 1000)
+    env.preparer = env.start()
+    assert [p.name.split(".")[0] for p in (env.state / "corrupt").iterdir()] == ["checkpoint"]
+    assert not spec_path(env, c).exists()  # an orphan of a state no longer known
+    other = env.claim("b", "gpu-0")
+    assert env.preparer.prepare([other])[other.uid].error == ""
+
+
+def test_a_link_at_the_database_path_is_refused(env: Env, tmp_path: Path) -> None:
+    from dra_framework.errors import SetupError
+
+    env.preparer.close()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    for suffix in ("", "-wal", "-shm"):
+        (env.state / f"checkpoint.db{suffix}").unlink(missing_ok=True)
+    (env.state / "checkpoint.db").symlink_to(victim)
+    with pytest.raises(SetupError, match="not a regular file"):
+        env.start()
+    assert victim.read_text() == "keep me"
 
 
 @pytest.mark.parametrize("uid", [
@@ -360,5 +388,80 @@ def test_close_waits_for_the_call_in_flight_and_refuses_new_ones(
     assert not closer.is_alive() and answer[c.uid].error == ""
     with pytest.raises(OSError):  # released only now
         os.fstat(env.preparer.lock._fd)
+    env.preparer = env.start()
     assert env.preparer.checkpoint.peek(c.uid) is not None
     assert holds(env, "gpu-0") == c.uid and env.markers() == ["gpu-0"]
+
+
+# -- a batch: concurrent backend work only where the backend allows it ---------------------------
+
+
+def test_claims_of_one_call_prepare_at_once_when_the_backend_allows_it(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = env.preparer.backend
+    assert backend.info.concurrent_prepare
+    claims = [env.claim(f"c{i}", f"gpu-{i}") for i in range(4)]
+    meet = threading.Barrier(4, timeout=10)  # passes only if all four run at the same time
+    real_prepare = backend.prepare
+
+    def together(**kw: Any) -> Any:
+        meet.wait()
+        return real_prepare(**kw)
+
+    monkeypatch.setattr(backend, "prepare", together)
+    results = env.preparer.prepare(claims)
+    assert all(results[c.uid].error == "" for c in claims)
+
+
+def test_claims_of_one_call_prepare_one_by_one_otherwise(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import attrs
+
+    backend = env.preparer.backend
+    monkeypatch.setattr(backend, "_info", attrs.evolve(backend.info, concurrent_prepare=False))
+    claims = [env.claim(f"c{i}", f"gpu-{i}") for i in range(4)]
+    running, most = [0], [0]
+    guard = threading.Lock()
+    real_prepare = backend.prepare
+
+    def counted(**kw: Any) -> Any:
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with guard:
+            running[0] -= 1
+        return real_prepare(**kw)
+
+    monkeypatch.setattr(backend, "prepare", counted)
+    results = env.preparer.prepare(claims)
+    assert all(results[c.uid].error == "" for c in claims) and most[0] == 1
+
+
+def test_two_claims_of_one_call_wanting_one_device_get_it_once(env: Env) -> None:
+    first, second = env.claim("first", "gpu-0"), env.claim("second", "gpu-0")
+    results = env.preparer.prepare([first, second])
+    assert results[first.uid].error == ""
+    assert f"already prepared for claim {first.uid}" in results[second.uid].error
+    nothing_left(env, second)
+
+
+def test_a_failing_claim_of_a_batch_is_rolled_back_alone(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dra_framework.errors import BackendError
+
+    backend = env.preparer.backend
+    good, bad = env.claim("good", "gpu-0"), env.claim("bad", "gpu-1")
+    real_prepare = backend.prepare
+
+    def fail_one(**kw: Any) -> Any:
+        if kw["claim"].name == "bad":
+            raise BackendError("the device did not come up")
+        return real_prepare(**kw)
+
+    monkeypatch.setattr(backend, "prepare", fail_one)
+    results = env.preparer.prepare([good, bad])
+    assert results[good.uid].error == ""
+    assert "did not come up" in results[bad.uid].error
+    nothing_left(env, bad, "gpu-1")
+    assert holds(env, "gpu-0") == good.uid

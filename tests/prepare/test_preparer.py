@@ -7,6 +7,7 @@ the real Kubernetes client are covered in tests/kubelet/.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
@@ -158,10 +159,12 @@ def test_boot_id_change_forgets_prepared_claims(env: Env) -> None:
 def test_corrupt_state_file_does_not_stop_start(env: Env) -> None:
     c = env.claim("a", "gpu-0")
     env.preparer.prepare([c])
-    (env.state / "claims" / f"{c.uid}.json").write_text("{\"truncated")
+    with sqlite3.connect(env.state / "checkpoint.db") as db:
+        db.execute("UPDATE claims SET body='{\"truncated' WHERE uid=?", (c.uid,))
     env.restart()
-    assert list((env.state / "corrupt").iterdir())
-    assert env.preparer.checkpoint.get(c.uid) is None
+    with sqlite3.connect(env.state / "checkpoint.db") as db:
+        assert db.execute("SELECT uid FROM corrupt").fetchall() == [(c.uid,)]
+    assert env.preparer.checkpoint.get(c.uid) is None  # rolled back
 
 
 def test_orphaned_cdi_spec_is_removed_at_start(env: Env) -> None:

@@ -3,6 +3,7 @@ real plugin and a kubelet-wire connection, plus what the properties inspect afte
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import attrs
 import pytest
 
+from dra_framework.node.checkpoint import recorded_phases
 from dra_framework.testing.harness import PluginHarness
 from dra_framework.testing.kubelet import PluginConnection
 
@@ -28,15 +30,28 @@ class RunningNode:
     conn: PluginConnection
 
     def traces(self, uid: str) -> list[str]:
-        """Every CDI spec and plugin state file that names ``uid`` (in its name or text)."""
-        roots = [self.harness.cdi_root, self.harness.state_dir(self.shape.driver),
+        """Every CDI spec and state file that names ``uid`` (in its name or text), and the
+        checkpoint's record or held devices of it (the database is read as such: its log keeps
+        the bytes of rows long deleted)."""
+        state = self.harness.state_dir(self.shape.driver)
+        roots = [self.harness.cdi_root, state,
                  self.harness.backend_state_dir(self.shape.backend)]
         found = []
         for root in roots:
             for path in sorted(root.rglob("*")) if root.exists() else []:
+                if path.name.startswith("checkpoint.db"):
+                    continue
                 if uid in path.name or (path.is_file() and not path.is_symlink()
                                         and uid.encode() in path.read_bytes()):
                     found.append(str(path))
+        if uid in recorded_phases(state):
+            found.append("checkpoint record")
+        db = sqlite3.connect(f"file:{state / 'checkpoint.db'}?mode=ro", uri=True)
+        try:
+            if db.execute("SELECT 1 FROM held WHERE uid=?", (uid,)).fetchone():
+                found.append("checkpoint held device")
+        finally:
+            db.close()
         return found
 
     def held(self) -> list[str]:

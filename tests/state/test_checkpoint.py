@@ -1,15 +1,25 @@
-"""The on-disk checkpoint: format, checksum, boot id, corruption, device index."""
+"""The checkpoint database: format, checksums, boot id, corruption, held devices, batches, and
+the import of the one-file-per-claim state of earlier releases."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dra_framework.errors import ConfigError
 from dra_framework.models import ContainerEdits, PreparedDevice
-from dra_framework.node.checkpoint import API_VERSION, Checkpoint, ClaimRecord, RecordedDevice
+from dra_framework.node.checkpoint import (
+    API_VERSION,
+    LEGACY_API_VERSION,
+    Checkpoint,
+    ClaimRecord,
+    RecordedDevice,
+)
 
 
 def record(uid: str = "uid-1", phase: str = "prepared", device: str = "gpu-0",
@@ -26,6 +36,19 @@ def record(uid: str = "uid-1", phase: str = "prepared", device: str = "gpu-0",
     )
 
 
+def store(cp: Checkpoint, *records: ClaimRecord) -> None:
+    with cp.batch():
+        for r in records:
+            cp.put(r)
+            cp.mark_devices(r)
+
+
+def sql(directory: Path, statement: str, *params: object) -> list[tuple[object, ...]]:
+    """A statement from outside the plugin, as another writer or a damaged disk would."""
+    with sqlite3.connect(directory / "checkpoint.db") as db:
+        return db.execute(statement, params).fetchall()
+
+
 @pytest.fixture
 def cp(tmp_path: Path) -> Checkpoint:
     c = Checkpoint(directory=tmp_path / "state")
@@ -36,121 +59,127 @@ def cp(tmp_path: Path) -> Checkpoint:
 def test_round_trip_keeps_every_field(cp: Checkpoint) -> None:
     r = record()
     cp.put(r)
-    assert cp.get("uid-1") == r
+    assert cp.get("uid-1") == r == cp.peek("uid-1")
 
 
-def test_file_is_versioned_and_checksummed(cp: Checkpoint) -> None:
+def test_rows_are_versioned_and_checksummed(cp: Checkpoint) -> None:
     cp.put(record())
-    doc = json.loads((cp.claims_dir / "uid-1.json").read_text())
-    assert doc["apiVersion"] == API_VERSION
-    assert doc["kind"] == "PreparedClaim"
-    assert doc["checksum"].startswith("sha256:")
-    assert doc["data"]["phase"] == "prepared"
+    assert sql(cp.directory, "SELECT value FROM meta WHERE key='apiVersion'") == [(API_VERSION,)]
+    ((body, checksum),) = sql(cp.directory, "SELECT body, checksum FROM claims")
+    assert checksum == "sha256:" + hashlib.sha256(str(body).encode()).hexdigest()
+    assert json.loads(str(body))["phase"] == "prepared"
 
 
 def test_missing_record_is_none(cp: Checkpoint) -> None:
-    assert cp.get("nope") is None
+    assert cp.get("nope") is None and cp.peek("nope") is None
 
 
-def test_put_writes_only_its_own_file(cp: Checkpoint) -> None:
-    for i in range(50):
-        cp.put(record(uid=f"u{i}", device=f"gpu-{i}"))
-    before = {p.name: p.stat().st_mtime_ns for p in cp.claims_dir.iterdir()}
-    cp.put(record(uid="new", device="gpu-99"))
-    after = {p.name: p.stat().st_mtime_ns for p in cp.claims_dir.iterdir()}
-    assert {k: v for k, v in after.items() if k != "new.json"} == before
+def test_a_batch_is_one_transaction(cp: Checkpoint) -> None:
+    with pytest.raises(RuntimeError), cp.batch():
+        cp.put(record(uid="a"))
+        cp.mark_devices(record(uid="a"))
+        raise RuntimeError("half way")
+    assert cp.get("a") is None and cp.device_owner("node-1", "gpu-0") is None
+    store(cp, record(uid="a"), record(uid="b", device="gpu-1"))
+    assert [r.uid for r in cp.records()] == ["a", "b"]
 
 
-@pytest.mark.parametrize("damage", [
-    pytest.param(lambda p: p.write_text("{not json"), id="not-json"),
-    pytest.param(lambda p: p.write_text(p.read_text().replace('"gpu-0"', '"gpu-1"')),
-                 id="checksum-mismatch"),
-    pytest.param(lambda p: p.write_text(p.read_text().replace(API_VERSION, "checkpoint/v0")),
-                 id="unknown-version"),
-    pytest.param(lambda p: p.write_bytes(b""), id="empty"),
-])
-def test_corrupt_record_is_moved_aside_at_open(tmp_path: Path, damage: object) -> None:
+def test_a_committed_record_is_seen_by_another_process_view(cp: Checkpoint) -> None:
+    cp.put(record())
+    assert sql(cp.directory, "SELECT uid FROM claims") == [("uid-1",)]
+
+
+CORRUPT: list[object] = [
+    pytest.param("garbage", id="not-json"),
+    pytest.param("", id="empty"),
+    pytest.param(None, id="checksum-mismatch"),
+]
+
+
+@pytest.mark.parametrize("body", CORRUPT)
+def test_corrupt_record_is_set_aside_and_salvaged_at_open(tmp_path: Path,
+                                                          body: str | None) -> None:
     cp = Checkpoint(directory=tmp_path)
     cp.open(boot_id="b")
-    for r in (record(uid="bad"), record(uid="good", device="gpu-1")):
-        cp.put(r)
-        cp.mark_devices(r)
-    damage(cp.claims_dir / "bad.json")  # type: ignore[operator]
+    store(cp, record(uid="bad"), record(uid="good", device="gpu-1"))
+    if body is None:
+        sql(tmp_path, "UPDATE claims SET body=replace(body, 'gpu-0', 'gpu-9') WHERE uid='bad'")
+    else:
+        sql(tmp_path, "UPDATE claims SET body=? WHERE uid='bad'", body)
+    cp.close()
     opened = Checkpoint(directory=tmp_path).open(boot_id="b")
     assert [r.uid for r in opened.prepared] == ["good"]
-    assert len(opened.corrupt) == 1 and "bad.json" in opened.corrupt[0]
-    assert Path(opened.corrupt[0]).exists()
-    # in its place, what the device markers still say: a claim to roll back
-    salvaged = RecordedDevice(request="", pool="node-1", device="gpu-0")
-    assert opened.interrupted == (ClaimRecord(uid="bad", namespace="", name="",
-                                              phase="preparing", devices=(salvaged,)),)
-    assert cp.peek("bad") == opened.interrupted[0]
+    assert opened.corrupt == ("record of claim bad",)
+    # in its place, what the held devices still say: a claim to roll back
+    salvaged = ClaimRecord(uid="bad", namespace="", name="", phase="preparing",
+                           devices=(RecordedDevice(request="", pool="node-1", device="gpu-0"),))
+    assert opened.interrupted == (salvaged,)
+    assert sql(tmp_path, "SELECT uid FROM corrupt") == [("bad",)]
 
 
-def test_corrupt_record_read_later_is_moved_aside_and_salvaged(cp: Checkpoint) -> None:
-    cp.put(record())
-    cp.mark_devices(record())
-    (cp.claims_dir / "uid-1.json").write_text("garbage")
+def test_corrupt_record_read_later_is_set_aside_and_salvaged(cp: Checkpoint) -> None:
+    store(cp, record())
+    sql(cp.directory, "UPDATE claims SET body='garbage'")
     salvaged = cp.get("uid-1")
     assert salvaged == ClaimRecord(
         uid="uid-1", namespace="", name="", phase="preparing",
         devices=(RecordedDevice(request="", pool="node-1", device="gpu-0"),))
-    assert list(cp.corrupt_dir.iterdir())
-    assert cp.get("uid-1") == salvaged  # stored: a failed roll-back is tried again
+    assert cp.peek("uid-1") == salvaged  # stored: a failed roll-back is tried again
     assert cp.device_owner("node-1", "gpu-0") == "uid-1"
 
 
-def test_corrupt_meta_file_does_not_stop_open(tmp_path: Path) -> None:
+def test_an_unusable_database_is_moved_aside(tmp_path: Path) -> None:
     cp = Checkpoint(directory=tmp_path)
     cp.open(boot_id="b")
     cp.put(record())
-    cp.meta_path.write_text("\x00\x01")
+    cp.close()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"checkpoint.db{suffix}").unlink(missing_ok=True)
+    (tmp_path / "checkpoint.db").write_bytes(b"\x00\x01" * 4096)
     opened = Checkpoint(directory=tmp_path).open(boot_id="b")
-    assert [r.uid for r in opened.prepared] == ["uid-1"]
-    assert len(opened.corrupt) == 1
-    assert json.loads(cp.meta_path.read_text())["data"]["bootID"] == "b"
+    assert opened.prepared == () and len(opened.corrupt) == 1
+    assert Path(opened.corrupt[0]).read_bytes().startswith(b"\x00\x01")
 
 
 def test_boot_id_change_discards_records(tmp_path: Path) -> None:
     cp = Checkpoint(directory=tmp_path)
     cp.open(boot_id="boot-a")
-    cp.put(record())
-    cp.mark_devices(record())
-    opened = Checkpoint(directory=tmp_path).open(boot_id="boot-b")
+    store(cp, record())
+    cp.close()
+    again = Checkpoint(directory=tmp_path)
+    opened = again.open(boot_id="boot-b")
     assert opened.rebooted
     assert opened.prepared == () and opened.interrupted == ()
-    assert Checkpoint(directory=tmp_path).get("uid-1") is None
-    assert cp.device_owner("node-1", "gpu-0") is None
+    assert again.get("uid-1") is None and again.device_owner("node-1", "gpu-0") is None
 
 
 def test_same_boot_keeps_records_and_sorts_phases(tmp_path: Path) -> None:
     cp = Checkpoint(directory=tmp_path)
     cp.open(boot_id="a")
-    cp.put(record(uid="p"))
-    cp.put(record(uid="i", phase="preparing", device="gpu-1"))
+    store(cp, record(uid="p"), record(uid="i", phase="preparing", device="gpu-1"))
+    cp.close()
     opened = Checkpoint(directory=tmp_path).open(boot_id="a")
     assert not opened.rebooted
     assert [r.uid for r in opened.prepared] == ["p"]
     assert [r.uid for r in opened.interrupted] == ["i"]
 
 
-def test_device_index_is_rebuilt_at_open(tmp_path: Path) -> None:
+def test_held_devices_are_rebuilt_at_open(tmp_path: Path) -> None:
     cp = Checkpoint(directory=tmp_path)
     cp.open(boot_id="a")
-    cp.put(record(uid="u1"))
-    # markers lost (they are written without fsync): open rebuilds them from the records
-    for m in cp.devices_dir.iterdir():
-        m.unlink()
-    Checkpoint(directory=tmp_path).open(boot_id="a")
-    assert cp.device_owner("node-1", "gpu-0") == "u1"
+    cp.put(record(uid="u1"))  # the held index is derived: open rebuilds it from the records
+    cp.close()
+    again = Checkpoint(directory=tmp_path)
+    again.open(boot_id="a")
+    assert again.device_owner("node-1", "gpu-0") == "u1"
 
 
-def test_admin_access_devices_are_not_marked(cp: Checkpoint) -> None:
+def test_admin_access_devices_are_not_held(cp: Checkpoint) -> None:
     cp.mark_devices(record(admin=True))
     assert cp.device_owner("node-1", "gpu-0") is None
 
 
-def test_release_only_drops_own_markers(cp: Checkpoint) -> None:
+def test_release_only_drops_own_devices(cp: Checkpoint) -> None:
     cp.mark_devices(record(uid="owner"))
     cp.release_devices(record(uid="other"))
     assert cp.device_owner("node-1", "gpu-0") == "owner"
@@ -158,15 +187,56 @@ def test_release_only_drops_own_markers(cp: Checkpoint) -> None:
     assert cp.device_owner("node-1", "gpu-0") is None
 
 
-def test_leftover_temp_files_are_removed_at_open(tmp_path: Path) -> None:
-    cp = Checkpoint(directory=tmp_path)
-    cp.open(boot_id="a")
-    (cp.claims_dir / ".tmp-abc.part").write_text("half")
-    Checkpoint(directory=tmp_path).open(boot_id="a")
-    assert not (cp.claims_dir / ".tmp-abc.part").exists()
-
-
-@pytest.mark.parametrize("uid", ["", "../x", ".hidden", "a/b"])
+@pytest.mark.parametrize("uid", ["", "../x", ".hidden", "a/b", "ü" * 128])
 def test_unsafe_uids_are_refused(cp: Checkpoint, uid: str) -> None:
     with pytest.raises(ConfigError, match="invalid claim UID"):
         cp.get(uid)
+
+
+# -- the state of earlier releases -------------------------------------------------------------
+
+
+def _canonical(data: object) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _envelope(kind: str, body: dict[str, object]) -> str:
+    digest = "sha256:" + hashlib.sha256(_canonical(body)).hexdigest()
+    return json.dumps({"apiVersion": LEGACY_API_VERSION, "kind": kind, "checksum": digest,
+                       "data": body})
+
+
+def legacy_tree(directory: Path, *, boot_id: str,
+                damage: Callable[[Path], None] | None = None) -> None:
+    """What an earlier release left: checkpoint.json, claims/<uid>.json, devices/<sha256>."""
+    from dra_framework.convert import unstructure
+
+    (directory / "claims").mkdir(parents=True)
+    (directory / "devices").mkdir()
+    (directory / "checkpoint.json").write_text(_envelope("Checkpoint", {"bootID": boot_id}))
+    for r in (record(uid="kept"), record(uid="broken", device="gpu-1")):
+        (directory / "claims" / f"{r.uid}.json").write_text(
+            _envelope("PreparedClaim", unstructure(r)))
+        key = hashlib.sha256(f"node-1\0{r.devices[0].device}".encode()).hexdigest()
+        (directory / "devices" / key).write_text(json.dumps(
+            {"claim": r.uid, "pool": "node-1", "device": r.devices[0].device}))
+    (directory / "claims" / "broken.json").write_text("{\"truncat")
+
+
+def test_the_state_of_an_earlier_release_is_imported(tmp_path: Path) -> None:
+    legacy_tree(tmp_path, boot_id="b")
+    cp = Checkpoint(directory=tmp_path)
+    opened = cp.open(boot_id="b")
+    assert opened.prepared == (record(uid="kept"),)
+    assert [(r.uid, r.phase, r.devices[0].device) for r in opened.interrupted] == [
+        ("broken", "preparing", "gpu-1")]  # rolled back from its held device
+    assert cp.device_owner("node-1", "gpu-0") == "kept"
+    # a plugin of the earlier release, still running, can no longer act on that tree
+    assert (tmp_path / "claims").is_file() and not (tmp_path / "devices").exists()
+
+
+def test_the_state_of_an_earlier_release_before_a_reboot_is_discarded(tmp_path: Path) -> None:
+    legacy_tree(tmp_path, boot_id="before")
+    opened = Checkpoint(directory=tmp_path).open(boot_id="after")
+    assert opened.rebooted and opened.prepared == () and opened.interrupted == ()
+    assert (tmp_path / "claims").is_file()
