@@ -21,16 +21,15 @@ everything else falls back to a live read (the default fallback is ``ClaimReader
   a UID is then never one that was already released: a claim that is deallocated and allocated
   anew under the same UID is only served once the watch has delivered the new allocation.
 
-Watch handling: a 410 Gone (an ``ERROR`` event or an HTTP 410) means the resourceVersion was
-compacted away: the cache lists again (after a ``rest.Backoff`` pause if that happens again
-before the new watch delivered anything).  Connection failures and server errors are retried
-with backoff from the last resourceVersion seen; BOOKMARK events advance that version, so a
-re-watch after a quiet period does not need a re-list.  Deleted claims leave the cache.
-The watch is never held up by one event: any claim of any driver is decoded whatever its
-opaque parameters hold (``jsondecode``), a line that is no JSON object is skipped by
-``rest.watch_events``, and a claim the cache fails to convert or apply (in an event, or an
-item of a list) is skipped too, dropped from the cache so that reads of it go to the API;
-both are counted in ``rest.WATCH_EVENTS_SKIPPED`` and logged once.
+The list and the watch are ``listwatch.ListWatch``'s (410 Gone, reconnects with backoff,
+bookmarks, objects that cannot be used skipped); deleted claims leave the cache, and any claim
+of any driver is decoded whatever its opaque parameters hold (``jsondecode``).  A claim the
+cache fails to convert is dropped from it, so that reads of it go to the API.
+
+This cache watches every claim of the cluster from every node: the API server sends each node
+every claim change, and the node's service account may read every namespace's claims.
+``podclaims`` (the default claim source) scales instead; this one is ``--claim-source
+cluster``, for small clusters (see docs/claim-sources.md).
 
 ``get``, ``forget`` and ``cached`` may be called from any thread.  The cached objects are
 shared and read-only: callers must not modify what ``get`` returns.
@@ -38,10 +37,9 @@ shared and read-only: callers must not modify what ``get`` returns.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
@@ -50,7 +48,8 @@ from ..logs import claim_extra
 from ..models import ClaimRef
 from .apiversions import V1, ResourceApi
 from .claimreader import ClaimReader
-from .rest import ApiError, Backoff, KubeApi, skip_event, watch_events
+from .listwatch import Key, ListWatch, field, object_key, object_uid
+from .rest import Backoff, KubeApi
 
 if TYPE_CHECKING:
     from ..node.ports import ClaimSource
@@ -64,20 +63,38 @@ CACHE_LOOKUPS = Counter(
     ["driver", "result"],
 )
 
-Key = tuple[str, str]
 
 
-def _field(obj: Any, *path: str) -> Any:
-    for part in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(part)
-    return obj
+class Lookups:
+    """The reads of a claim source by result, counted and exported (``CACHE_LOOKUPS``)."""
+
+    def __init__(self, driver: str) -> None:
+        self._hit = CACHE_LOOKUPS.labels(driver, "hit")
+        self._miss = CACHE_LOOKUPS.labels(driver, "miss")
+        self._mismatch = CACHE_LOOKUPS.labels(driver, "uid_mismatch")
+        self.hits = 0
+        """Reads answered from memory."""
+        self.misses = 0
+        """Reads that went to the API (``uid_mismatches`` included)."""
+        self.uid_mismatches = 0
+        """Reads of a claim held under another UID."""
+
+    def hit(self) -> None:
+        self.hits += 1
+        self._hit.inc()
+
+    def miss(self, *, uid_mismatch: bool = False) -> None:
+        self.misses += 1
+        if uid_mismatch:
+            self.uid_mismatches += 1
+            self._mismatch.inc()
+        else:
+            self._miss.inc()
 
 
 def _term_names_node(term: Any, node_name: str) -> bool:
-    fields = _field(term, "matchFields")
-    if not isinstance(fields, list) or not fields or _field(term, "matchExpressions"):
+    fields = field(term, "matchFields")
+    if not isinstance(fields, list) or not fields or field(term, "matchExpressions"):
         return False
     for req in fields:
         if not isinstance(req, Mapping) or req.get("key") != "metadata.name":
@@ -93,27 +110,18 @@ def _term_names_node(term: Any, node_name: str) -> bool:
 
 def relevant(obj: Mapping[str, Any], *, driver: str, node_name: str) -> bool:
     """Whether ``obj`` is a claim allocated to ``driver`` on ``node_name`` (the module rule)."""
-    allocation = _field(obj, "status", "allocation")
+    allocation = field(obj, "status", "allocation")
     if not isinstance(allocation, Mapping):
         return False
-    results = _field(allocation, "devices", "results")
+    results = field(allocation, "devices", "results")
     if not isinstance(results, list) or not any(
             isinstance(r, Mapping) and r.get("driver") == driver for r in results):
         return False
     selector = allocation.get("nodeSelector")
     if selector is None:
         return True
-    terms = _field(selector, "nodeSelectorTerms")
+    terms = field(selector, "nodeSelectorTerms")
     return isinstance(terms, list) and any(_term_names_node(t, node_name) for t in terms)
-
-
-def _key(obj: Mapping[str, Any]) -> Key:
-    return (str(_field(obj, "metadata", "namespace") or ""),
-            str(_field(obj, "metadata", "name") or ""))
-
-
-def _uid(obj: Mapping[str, Any]) -> str:
-    return str(_field(obj, "metadata", "uid") or "")
 
 
 class ClaimCache:
@@ -132,90 +140,81 @@ class ClaimCache:
     ) -> None:
         self.driver = driver
         self.node_name = node_name
-        self._api = api
         self._resources = resources
         self._fallback: ClaimSource = fallback or ClaimReader(api=api, resources=resources)
-        self._path = resources.path("resourceclaims")
-        self._watch_timeout = watch_timeout
-        self._backoff = backoff or Backoff(initial=0.2, maximum=10.0)
         self._lock = threading.Lock()
         self._claims: dict[Key, Mapping[str, Any]] = {}
         self._forgotten: set[str] = set()
-        self._rv = ""
-        self._synced = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._response: Any = None
-        self._expired_after_list = False
-        self._hit = CACHE_LOOKUPS.labels(driver, "hit")
-        self._miss = CACHE_LOOKUPS.labels(driver, "miss")
-        self._mismatch = CACHE_LOOKUPS.labels(driver, "uid_mismatch")
-        self.hits = 0
-        """Reads answered from memory."""
-        self.misses = 0
-        """Reads that went to the API (``uid_mismatches`` included)."""
-        self.uid_mismatches = 0
-        """Reads of a claim cached under another UID."""
-        self.lists = 0
-        """Successful list calls (the first one and every re-list)."""
+        self._lookups = Lookups(driver)
+        self._watch = ListWatch(api=api, path=resources.path("resourceclaims"), sink=self,
+                                name=f"claim-cache-{driver}", watch_timeout=watch_timeout,
+                                backoff=backoff, log_extra={"driver": driver})
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> ClaimCache:
         """Start the list+watch thread (idempotent); returns ``self``."""
-        if self._thread is None:
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name=f"claim-cache-{self.driver}")
-            self._thread.start()
+        self._watch.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop watching: the open watch connection is shut down, the thread waited for."""
-        self._stopping.set()
-        with self._lock:
-            resp = self._response
-        if resp is not None:
-            with contextlib.suppress(Exception):
-                if hasattr(resp, "shutdown"):  # urllib3 >= 2.3: unblocks a pending read
-                    resp.shutdown()
-                else:
-                    resp.close()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._watch.stop(timeout)
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         """Wait until the first list is in; False if ``timeout`` passed first."""
-        return self._synced.wait(timeout)
+        return self._watch.wait_synced(timeout)
 
     @property
     def synced(self) -> bool:
-        return self._synced.is_set()
+        return self._watch.synced
 
     @property
     def resource_version(self) -> str:
         """The last resourceVersion seen (list, event or bookmark)."""
-        return self._rv
+        return self._watch.resource_version
+
+    @property
+    def lists(self) -> int:
+        """Successful list calls (the first one and every re-list)."""
+        return self._watch.lists
+
+    @property
+    def hits(self) -> int:
+        """Reads answered from memory."""
+        return self._lookups.hits
+
+    @property
+    def misses(self) -> int:
+        """Reads that went to the API (``uid_mismatches`` included)."""
+        return self._lookups.misses
+
+    @property
+    def uid_mismatches(self) -> int:
+        """Reads of a claim cached under another UID."""
+        return self._lookups.uid_mismatches
 
     # -- reading ----------------------------------------------------------------------------
+
+    def lookup(self, claim: ClaimRef) -> Mapping[str, Any] | None:
+        """The claim when cached under ``claim.uid`` (counted as a hit), else None."""
+        with self._lock:
+            obj = self._claims.get((claim.namespace, claim.name))
+            if obj is not None and claim.uid not in self._forgotten \
+                    and object_uid(obj) == claim.uid:
+                self._lookups.hit()
+                return obj
+        return None
 
     def get(self, claim: ClaimRef, *, timeout: float | None = None) -> Mapping[str, Any]:
         """The claim: from memory when cached under ``claim.uid``, else a live read that
         ``timeout`` bounds (see ``ClaimSource.get``; a hit ignores it)."""
-        key = (claim.namespace, claim.name)
+        obj = self.lookup(claim)
+        if obj is not None:
+            return obj
         with self._lock:
-            obj = self._claims.get(key)
-            if obj is not None and claim.uid not in self._forgotten:
-                if _uid(obj) == claim.uid:
-                    self.hits += 1
-                    self._hit.inc()
-                    return obj
-                self.uid_mismatches += 1
-                self._mismatch.inc()
-            self.misses += 1
-            if obj is None:
-                self._miss.inc()
+            obj = self._claims.get((claim.namespace, claim.name))
+            self._lookups.miss(uid_mismatch=obj is not None and claim.uid not in self._forgotten)
         log.debug("claim not in the cache, reading it from the API",
                   extra=claim_extra(claim, driver=self.driver))
         return self._fallback.get(claim, timeout=timeout)
@@ -224,6 +223,13 @@ class ClaimCache:
         """Stop answering for ``claim.uid`` until the claim is seen deallocated or deleted."""
         with self._lock:
             self._forgotten.add(claim.uid)
+
+    def holds(self, claim: ClaimRef) -> bool:
+        """Whether ``get(claim)`` would answer from memory now (no API call, no counting)."""
+        with self._lock:
+            obj = self._claims.get((claim.namespace, claim.name))
+            return (obj is not None and claim.uid not in self._forgotten
+                    and object_uid(obj) == claim.uid)
 
     def cached(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The cached object of ``namespace/name``, or None (no API call, no counting)."""
@@ -234,126 +240,34 @@ class ClaimCache:
         with self._lock:
             return len(self._claims)
 
-    # -- list and watch ---------------------------------------------------------------------
+    # -- what the watch feeds (listwatch.Sink) ----------------------------------------------
 
-    def _run(self) -> None:
-        need_list = True
-        while not self._stopping.is_set():
-            try:
-                if need_list:
-                    self._relist()
-                    need_list = False
-                    self._expired_after_list = True  # until the watch delivers an event
-                self._watch()
-            except ApiError as exc:
-                if self._stopping.is_set():
-                    return
-                if exc.code == 410:
-                    log.info("claim watch expired, listing again",
-                             extra={"driver": self.driver, "resource_version": self._rv})
-                    if need_list or self._expired_after_list:  # again at once: do not spin
-                        self._pause("claim watch expired right after a list")
-                    need_list = True
-                    continue
-                self._pause(f"claim {'list' if need_list else 'watch'} failed: {exc}")
-            except Exception as exc:  # never let the thread die: the cache would go stale
-                if self._stopping.is_set():
-                    return
-                log.exception("claim cache error", extra={"driver": self.driver})
-                self._pause(f"claim cache error: {exc}")
+    def convert(self, raw: dict[str, Any]) -> Mapping[str, Any]:
+        return self._resources.to_v1(raw, kind="ResourceClaim")
 
-    def _pause(self, why: str) -> None:
-        delay = self._backoff.next()
-        log.warning(f"{why}; retrying in {delay:.2f}s",
-                    extra={"driver": self.driver, "resource_version": self._rv})
-        self._stopping.wait(delay)
-
-    def _relist(self) -> None:
-        data = self._api.list(self._path)
-        claims: dict[Key, Mapping[str, Any]] = {}
-        for raw in data.get("items") or []:
-            if not isinstance(raw, dict):
-                continue
-            try:  # one by one: a claim that cannot be converted costs only itself
-                item = self._resources.to_v1(raw, kind="ResourceClaim")
-            except Exception as exc:
-                self._unusable(raw, exc)
-                continue
-            if relevant(item, driver=self.driver, node_name=self.node_name):
-                claims[_key(item)] = item
+    def replace(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        claims = {object_key(obj): obj for obj in objects
+                  if relevant(obj, driver=self.driver, node_name=self.node_name)}
         with self._lock:
             self._claims = claims
-            self._forgotten &= {_uid(obj) for obj in claims.values()}
-            self._rv = str(_field(data, "metadata", "resourceVersion") or "")
-            self.lists += 1
-        self._synced.set()
-        log.info("claims listed", extra={"driver": self.driver, "cached": len(claims),
-                                         "resource_version": self._rv})
+            self._forgotten &= {object_uid(obj) for obj in claims.values()}
 
-    def _watch(self) -> None:
-        """One watch request, streamed here rather than through ``KubeApi.watch`` so that
-        ``stop`` can shut the connection down instead of waiting for the next event."""
-        query = [("watch", "1"), ("resourceVersion", self._rv),
-                 ("timeoutSeconds", str(self._watch_timeout)), ("allowWatchBookmarks", "true")]
-        resp = self._api.send("GET", self._path, query=query, stream=True,
-                               timeout=self._watch_timeout + 30)
-        with self._lock:
-            self._response = resp
-        try:
-            if self._stopping.is_set():  # stop() came before there was a response to shut
-                return
-            for event in watch_events(resp, where=self._path):
-                if self._stopping.is_set():
-                    return
-                try:
-                    self._apply(event)
-                except Exception as exc:  # an event this cache cannot use must not stall it
-                    self._unusable(event.get("object"), exc, advance=True)
-                self._expired_after_list = False
-                self._backoff.reset()
-        except ApiError:
-            if self._stopping.is_set():
-                return
-            raise
-        finally:
-            with self._lock:
-                self._response = None
-            resp.release_conn()
-
-    def _apply(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("type")
-        raw = event.get("object")
-        if not isinstance(raw, dict):
-            return
-        rv = str(_field(raw, "metadata", "resourceVersion") or "")
-        if kind == "BOOKMARK":
-            if rv:
-                self._rv = rv
-            return
-        obj = self._resources.to_v1(raw)
-        key, uid = _key(obj), _uid(obj)
-        keep = kind in ("ADDED", "MODIFIED") and relevant(obj, driver=self.driver,
-                                                         node_name=self.node_name)
+    def apply(self, kind: str, obj: Mapping[str, Any]) -> None:
+        key = object_key(obj)
+        keep = kind != "DELETED" and relevant(obj, driver=self.driver,
+                                              node_name=self.node_name)
         with self._lock:
             if keep:
                 self._claims[key] = obj
             else:
                 self._claims.pop(key, None)
-                self._forgotten.discard(uid)
-            if rv:
-                self._rv = rv
+                self._forgotten.discard(object_uid(obj))
 
-    def _unusable(self, raw: Any, exc: Exception, *, advance: bool = False) -> None:
-        """Skip the claim ``raw`` (as served) of a list or of a watch event: it leaves the
-        cache (reads of it go to the API, which is always right); ``advance``: the watch
-        goes on after the event."""
-        obj: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-        rv = str(_field(obj, "metadata", "resourceVersion") or "")
-        key = _key(obj)
+    def drop(self, raw: Mapping[str, Any]) -> None:
         with self._lock:
-            self._claims.pop(key, None)
-            if rv and advance:
-                self._rv = rv
-        claim = ClaimRef(namespace=key[0], name=key[1], uid=_uid(obj))
-        skip_event(where=self._path, reason="unusable", why=f"{type(exc).__name__}: {exc}",
-                   **claim_extra(claim, driver=self.driver, resource_version=rv))
+            self._claims.pop(object_key(raw), None)
+
+    def describe(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        namespace, name = object_key(raw)
+        return claim_extra(ClaimRef(namespace=namespace, name=name, uid=object_uid(raw)),
+                           driver=self.driver)

@@ -29,6 +29,10 @@ class ClaimReader:
         self._api = api
         self._resources = resources
 
+    def lookup(self, claim: ClaimRef) -> Mapping[str, Any] | None:
+        """Nothing is held in memory: every claim is read with ``get``."""
+        return None
+
     def get(self, claim: ClaimRef, *, timeout: float | None = None) -> Mapping[str, Any]:
         """The claim named by ``claim`` (by namespace/name), read within ``timeout`` seconds
         (``None``: the ``KubeApi``'s own); errors are claim errors."""

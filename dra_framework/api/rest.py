@@ -7,7 +7,9 @@ this module sends **compact JSON with sorted keys**, and works on plain dicts, s
 does not depend on a generation of the client's models (v37's are strict Pydantic classes).
 
 What it reuses from ``kubernetes``: configuration loading, the urllib3 pool (TLS, proxies) and
-the authentication headers (``param_serialize``), so tokens refresh as the client does it.
+the authentication settings, so tokens refresh as the client does it; ``transport`` builds the
+headers once per change of them and writes GETs by hand on the pool's kept-alive connections
+(a live claim read is on the prepare path), other requests go through urllib3.
 
 Every request is sent once: urllib3's own retries (four tries of a GET by default) are off, so
 a caller's time limit is the time the call takes.  ``with_retries`` is the one retry loop
@@ -41,7 +43,7 @@ import urllib3
 from kubernetes import client
 from prometheus_client import Counter
 
-from . import jsondecode
+from . import jsondecode, transport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -125,6 +127,8 @@ class KubeApi:
         self.api_client = api_client
         self.timeout = timeout
         self._pool = api_client.rest_client.pool_manager
+        self._headers = transport.Headers(api_client)
+        self._lean = transport.LeanGets(self._pool)
 
     def send(self, method: str, url_path: str, *, query: Sequence[tuple[str, str]] = (),
              body: bytes | None = None, content_type: str = "application/json",
@@ -138,15 +142,24 @@ class KubeApi:
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         what = f"{method} {url_path}"
-        headers = {"Accept": "application/json"}
+        headers, target = self._headers.current(), transport.target(url_path, query)
+        if method == "GET" and body is None and not stream and self._lean.usable:
+            try:
+                answer = self._lean.get(self._headers.host, target, headers, deadline=deadline,
+                                        connect_timeout=self.timeout)
+            except urllib3.exceptions.NewConnectionError as exc:  # refused, unknown host
+                raise ApiError(code=0, reason="Unreachable", message=f"{what}: {exc}") from exc
+            except (TimeoutError, urllib3.exceptions.TimeoutError) as exc:
+                raise _timed_out(what, limit) from exc
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
+                raise ApiError(code=0, reason="Unreachable", message=f"{what}: {exc}") from exc
+            return self._answer(what, answer.status, answer.reason, answer.data)
         if body is not None:
-            headers["Content-Type"] = content_type
-        _, url, headers, _, _ = self.api_client.param_serialize(
-            method=method, resource_path=url_path, query_params=list(query),
-            header_params=headers, auth_settings=["BearerToken"])
+            headers = {**headers, "Content-Type": content_type}
         try:
             resp = self._pool.request(
-                method, url, body=body, headers=headers, preload_content=False, retries=False,
+                method, self._headers.host + target, body=body, headers=dict(headers),
+                preload_content=False, retries=False,
                 timeout=urllib3.Timeout(connect=self.timeout, read=limit) if stream
                 else urllib3.Timeout(total=limit))
         except urllib3.exceptions.TimeoutError as exc:
@@ -156,9 +169,14 @@ class KubeApi:
         if stream and resp.status < 400:
             return resp
         data = _read_body(resp, deadline=deadline, limit=limit, what=what)
-        if resp.status >= 400:
-            raise _error(resp.status, resp.reason or "", data, what)
-        return Response(status=resp.status, reason=resp.reason or "", data=data)
+        return self._answer(what, resp.status, resp.reason or "", data)
+
+    def _answer(self, what: str, status: int, reason: str, data: bytes) -> Response:
+        if status == 401:
+            self._headers.stale()
+        if status >= 400:
+            raise _error(status, reason, data, what)
+        return Response(status=status, reason=reason, data=data)
 
     def request(self, method: str, url_path: str, *, query: Sequence[tuple[str, str]] = (),
                 body: Any = None, content_type: str = "application/json",

@@ -28,7 +28,7 @@ from ..kubelet.plugin import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
 from ..loader import Backend, installed_backends
 from .controller import Controller, ControllerConfig
 from .doctor import doctor
-from .serve import BOOT_ID_FILE, Node, ServeConfig, parse_backend_options
+from .serve import BOOT_ID_FILE, CLAIM_SOURCES, Node, ServeConfig, parse_backend_options
 
 log = logging.getLogger("dra_framework")
 
@@ -143,9 +143,14 @@ def _run(make: Callable[[], Node | Controller], *, metrics_address: str) -> None
 @click.option("--resync-interval", type=float, default=60.0, show_default=True,
               envvar=_env("resync_interval"), show_envvar=True,
               help="Seconds between full ResourceSlice resyncs.")
-@click.option("--claim-cache/--no-claim-cache", default=True, show_default=True,
-              envvar=_env("claim_cache"), show_envvar=True,
-              help="Answer prepares from a watch of this node's claims (else one GET each).")
+@click.option("--claim-source", type=click.Choice(list(CLAIM_SOURCES)), default=None,
+              envvar=_env("claim_source"), show_envvar=True,
+              help="Where prepares read claims: pods (a watch of this node's pods, the claims "
+                   "they use read ahead), cluster (a watch of every claim of the cluster: small "
+                   "clusters only) or get (one GET per claim). [default: pods]")
+@click.option("--claim-cache/--no-claim-cache", default=None, envvar=_env("claim_cache"),
+              show_envvar=True,
+              help="Deprecated: --claim-source cluster (--claim-cache) or get (--no-claim-cache).")
 @click.option("--boot-id-file", default=BOOT_ID_FILE, show_default=True, hidden=True,
               envvar=_env("boot_id_file"))
 @click.option("--print-config", is_flag=True,
@@ -163,7 +168,8 @@ def serve(
     metrics_address: str,
     publish: bool,
     resync_interval: float,
-    claim_cache: bool,
+    claim_source: str | None,
+    claim_cache: bool | None,
     log_format: str,
     verbosity: int,
     boot_id_file: str,
@@ -177,11 +183,15 @@ def serve(
             registry_dir=kubelet_registry_dir, plugins_dir=kubelet_plugins_dir,
             cdi_root=cdi_root, state_dir=state_dir, rolling_update_uid=rolling_update_uid,
             backend_options=parse_backend_options(backend_option), boot_id_file=boot_id_file,
-            publish=publish, resync_interval=resync_interval, claim_cache=claim_cache,
+            publish=publish, resync_interval=resync_interval,
+            claim_source=claim_source or "", claim_cache=claim_cache,
         )
     except DraError as exc:
         log.error(str(exc))
         raise SystemExit(1) from exc
+    if claim_cache is not None:
+        log.warning(f"--{'' if claim_cache else 'no-'}claim-cache is deprecated; use "
+                    f"--claim-source {config.claim_source}")
     if print_config:
         settings = {**attrs.asdict(config), "metrics_address": metrics_address,
                     "log_format": log_format, "verbosity": verbosity}

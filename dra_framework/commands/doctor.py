@@ -44,13 +44,15 @@ class Permission:
 
 
 DRIVER_PERMISSIONS: tuple[Permission, ...] = (
-    *(Permission(verb, "resourceclaims") for verb in ("get", "list", "watch")),
+    Permission("get", "resourceclaims"),
+    *(Permission(verb, "pods", group="") for verb in ("list", "watch")),
     *(Permission(verb, "resourceclaims", "status") for verb in ("get", "update", "patch")),
     *(Permission(verb, "resourceslices")
       for verb in ("get", "list", "watch", "create", "update", "delete")),
     Permission("get", "nodes", group=""),
 )
-"""What a node-local driver does with the API."""
+"""What a node-local driver does with the API with the default claim source (``pods``; see
+``rbac/node-plugin.yaml``)."""
 
 
 def run_doctor(*, api: KubeApi, node_name: str, drivers: Sequence[str],

@@ -2,9 +2,14 @@
 
 ``ServeConfig`` is everything ``dra-framework serve`` was told (flags, environment, config file).
 ``Node`` discovers the served ``resource.k8s.io`` version, then builds for each selected backend
-the chain backend → claim cache → preparer (with start-up recovery) → kubelet plugin, plus the
+the chain backend → claim source → preparer (with start-up recovery) → kubelet plugin, plus the
 claim status writer and the node's ResourceSlice publisher; it stops them in reverse order.  It
 is also how tests and ``dra_framework.testing`` run plugins in-process.
+
+The claim source (``--claim-source``, docs/claim-sources.md): ``pods`` (default) is one
+``PodClaimCache`` for the process, fed by a watch of this node's pods, with a view per driver;
+``cluster`` is a ``ClaimCache`` per driver, a watch of every claim of the cluster; ``get`` is a
+live read per claim.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ..api.claimcache import ClaimCache
 from ..api.claimreader import ClaimReader
 from ..api.claimstatus import ClaimStatusWriter
 from ..api.kubeconfig import load_api_client
+from ..api.podclaims import PodClaimCache
 from ..api.publisher import SlicePublisher
 from ..api.rest import KubeApi
 from ..api.slices import NodePool
@@ -35,6 +41,8 @@ from ..node.prepare import ClaimPreparer
 log = logging.getLogger(__name__)
 
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+CLAIM_SOURCES = ("pods", "cluster", "get")
+"""``--claim-source`` values: this node's pods, a cluster-wide claim watch, a GET per claim."""
 
 
 @attrs.frozen
@@ -54,7 +62,21 @@ class ServeConfig:
     health_poll_interval: float = 1.0
     publish: bool = True
     resync_interval: float = 60.0
-    claim_cache: bool = True
+    claim_source: str = ""
+    """One of ``CLAIM_SOURCES``; empty: ``pods``, unless ``claim_cache`` says otherwise."""
+    claim_cache: bool | None = None
+    """Deprecated: True is ``claim_source="cluster"``, False is ``"get"``."""
+
+    def __attrs_post_init__(self) -> None:
+        legacy = {None: "", True: "cluster", False: "get"}[self.claim_cache]
+        source = self.claim_source or legacy or "pods"
+        if source not in CLAIM_SOURCES:
+            raise SetupError(f"unknown claim source {source!r}; expected one of "
+                             f"{', '.join(CLAIM_SOURCES)}")
+        if legacy and legacy != source:
+            raise SetupError(f"--claim-source {source} contradicts the deprecated "
+                             f"--{'' if self.claim_cache else 'no-'}claim-cache")
+        object.__setattr__(self, "claim_source", source)
 
     def state_root(self) -> Path:
         return Path(self.state_dir or self.plugins_dir)
@@ -70,9 +92,9 @@ def read_boot_id(path: str) -> str:
 class Node:
     """The running plugins of one process (one per backend), with their API-side companions.
 
-    Per backend: claim cache (watch) → preparer (checkpoint, CDI) → kubelet plugin, a claim
-    status writer and a ResourceSlice publisher for the node-local pool.  ``claims`` replaces
-    the cache and the API plane with a given claim source (tests without an API server).
+    Per backend: claim source → preparer (checkpoint, CDI) → kubelet plugin, a claim status
+    writer and a ResourceSlice publisher for the node-local pool.  ``claims`` replaces the
+    claim sources and the API plane with a given one (tests without an API server).
     """
 
     def __init__(self, config: ServeConfig, *, claims: ClaimSource | None = None) -> None:
@@ -85,7 +107,11 @@ class Node:
         self.backends: list[Backend] = []
         self.preparers: list[ClaimPreparer] = []
         self.plugins: list[KubeletPlugin] = []
-        self.caches: list[ClaimCache] = []
+        self.claim_sources: list[ClaimCache | PodClaimCache] = []
+        """The claim sources that keep claims in memory (each has ``wait_synced``, ``holds``,
+        ``cached``, ``hits``, ``misses``): the ``PodClaimCache``, or a ``ClaimCache`` per
+        backend; none with ``--claim-source get``."""
+        self.pod_claims: PodClaimCache | None = None
         self.status_writers: list[ClaimStatusWriter] = []
         self.publishers: list[SlicePublisher] = []
         self.api: KubeApi | None = None
@@ -123,6 +149,11 @@ class Node:
                     raise SetupError(f"two backends use the driver name {driver!r}")
                 drivers.add(driver)
             self._connect(stop)
+            if self.api is not None and cfg.claim_source == "pods":
+                self.pod_claims = PodClaimCache(
+                    api=self.api, node_name=cfg.node_name, drivers=sorted(drivers),
+                    resources=self.resource_api).start()
+                self.claim_sources.append(self.pod_claims)
             for backend, changed in zip(self.backends, triggers, strict=True):
                 self._start_backend(backend, boot_id=boot_id, changed=changed)
         except BaseException:
@@ -136,10 +167,12 @@ class Node:
             status = ClaimStatusWriter(api=self.api, driver=driver,
                                        resources=self.resource_api)
             self.status_writers.append(status)
-            if cfg.claim_cache:
+            if self.pod_claims is not None:
+                claims = self.pod_claims.for_driver(driver)
+            elif cfg.claim_source == "cluster":
                 cache = ClaimCache(api=self.api, driver=driver, node_name=cfg.node_name,
                                    resources=self.resource_api).start()
-                self.caches.append(cache)
+                self.claim_sources.append(cache)
                 claims = cache
             else:
                 claims = ClaimReader(api=self.api, resources=self.resource_api)
@@ -165,9 +198,15 @@ class Node:
             publisher.start()
             self.publishers.append(publisher)
 
+    @property
+    def caches(self) -> list[ClaimCache | PodClaimCache]:
+        """``claim_sources``, by its former name."""
+        return self.claim_sources
+
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        """Wait until every claim cache has listed its claims (tests, benchmarks)."""
-        return all(cache.wait_synced(timeout) for cache in self.caches)
+        """Wait until every watching claim source has made its first list (of claims, or of
+        this node's pods); for tests and benchmarks."""
+        return all(source.wait_synced(timeout) for source in self.claim_sources)
 
     def stop(self) -> None:
         """Stop plugins (sockets removed), then the API plane, then backends.
@@ -183,16 +222,17 @@ class Node:
             preparer.close()
         for writer in self.status_writers:
             writer.stop()
-        for cache in self.caches:
-            cache.stop()
+        for source in self.claim_sources:
+            source.stop()
         for backend in reversed(self.backends):
             try:
                 backend.shutdown()
             except Exception:
                 log.exception("backend shutdown failed", extra={"backend": backend.name})
         for items in (self.plugins, self.publishers, self.preparers, self.status_writers,
-                      self.caches, self.backends):
+                      self.claim_sources, self.backends):
             items.clear()
+        self.pod_claims = None
 
     def run_until(self, stop: threading.Event) -> None:
         """Start, wait for ``stop``, then stop."""

@@ -118,7 +118,8 @@ def route(state: State, parts: list[str]) -> Route | None:
     if info is None or info.group != group or (namespace is not None and not info.namespaced):
         return None
     sub = rest[2] if len(rest) == 3 else None
-    if sub is not None and (sub != "status" or not info.status_subresource):
+    if sub is not None and not (sub == "status" and info.status_subresource
+                                or sub == "binding" and info.plural == "pods"):
         return None
     api_version = f"{group}/{version}" if group else version
     return Route(info, api_version, namespace, rest[1] if len(rest) >= 2 else None, sub)
@@ -225,6 +226,10 @@ class Handler(BaseHTTPRequestHandler):
         verbs = {("GET", True): "get", ("PUT", True): "update", ("PATCH", True): "patch",
                  ("DELETE", True): "delete", ("POST", False): "create",
                  ("DELETE", False): "deletecollection"}
+        if where.subresource == "binding":  # the scheduler's POST …/pods/NAME/binding
+            if method != "POST":
+                raise st.ApiError(st.generic(405))
+            return "create"
         if method == "GET" and not named:
             return "watch" if params.get("watch") in ("1", "true", "True") else "list"
         if (method, named) not in verbs or (where.subresource and method not in (
@@ -272,9 +277,31 @@ class Handler(BaseHTTPRequestHandler):
         body = self.parse(text)
         if not isinstance(body, dict):
             raise st.bad_request("Object 'Kind' is missing in request body")
+        if where.subresource == "binding":
+            self.bind(state, where, body)
+            return
         entry = state.store.create(where.info, where.namespace or "", body, scan_raw(text),
                                    dry_run=params.get("dryRun") == "All")
         self.respond(where, entry, 201)
+
+    def bind(self, state: State, where: Route, body: JsonDict) -> None:
+        """Set the pod's ``spec.nodeName`` once, as the scheduler's Binding does."""
+        assert where.name is not None
+        target = body.get("target")
+        node = target.get("name") if isinstance(target, dict) else None
+        if not isinstance(node, str) or not node:
+            raise st.invalid_object("Binding", "", where.name,
+                                    [st.required("target.name")])
+        with state.store.lock:
+            pod = state.store.get(where.info, where.namespace or "", where.name)
+            bound = (pod.obj.get("spec") or {}).get("nodeName")
+            if bound:
+                raise st.conflict("pods/binding", "", where.name,
+                                  f'pod {where.name} is already assigned to node "{bound}"')
+            state.store.patch(where.info, where.namespace or "", where.name, MERGE,
+                              {"spec": {"nodeName": node}}, status=False)
+        self.send_json(201, encode({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                    "status": "Success", "code": 201}))
 
     def do_update(self, state: State, where: Route, params: dict[str, str], text: str) -> None:
         assert where.name is not None

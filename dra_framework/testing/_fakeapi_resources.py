@@ -123,6 +123,9 @@ def api_resource_list(group_version: str, infos: list[ResourceInfo]) -> JsonDict
             resources.append({"name": f"{info.plural}/status", "singularName": "",
                               "namespaced": info.namespaced, "kind": info.kind,
                               "verbs": ["get", "patch", "update"]})
+        if info.plural == "pods":
+            resources.append({"name": "pods/binding", "singularName": "", "namespaced": True,
+                              "kind": "Binding", "verbs": ["create"]})
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
             "resources": resources}
 

@@ -1,9 +1,15 @@
-"""Builders of ResourceClaim objects shaped like the ones a real kube-apiserver returns.
+"""Builders of ResourceClaim and Pod objects shaped like the ones a real kube-apiserver returns.
 
 ``allocated_claim`` produces what ``GET …/resourceclaims/NAME`` returns after the scheduler
 allocated it (compare ``resourceclaim-allocated.json`` of a v1.35 capture): requests, this
 allocation's results, class and claim opaque config, node selector and ``reservedFor``.  Seed it
 into ``FakeApiServer`` and prepare it through ``KubeletClient``.
+
+``bound_pod`` is the pod that uses such claims, bound to its node (compare
+``pod-with-claims.json``): claims it names directly and claims made from templates, named in
+``status.resourceClaimStatuses`` as the resource claim controller writes them.  Its default name
+and UID are those ``allocated_claim`` reserves the claim for, so the two fit together; the
+default claim source of the plugin reads the claims of a node's pods ahead of the kubelet.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
+POD = ("pod-1", "d0f16d89-9cc7-413b-a15f-6bac27ceaa09")
+"""The name and UID of the pod ``allocated_claim`` reserves a claim for by default."""
 
 
 @attrs.frozen
@@ -46,7 +55,7 @@ def allocated_claim(
     configs: Sequence[Config] = (),
     node_name: str = "node-1",
     device_class: str = "gpu.example.com",
-    pod: tuple[str, str] = ("pod-1", "d0f16d89-9cc7-413b-a15f-6bac27ceaa09"),
+    pod: tuple[str, str] = POD,
 ) -> dict[str, Any]:
     """A v1 ResourceClaim dict, allocated and reserved for ``pod``."""
     requests = sorted({r.request.split("/", 1)[0] for r in results})
@@ -99,3 +108,38 @@ def unallocated_claim(*, name: str, namespace: str = "default",
                             results=[Result(request="gpu", device="gpu-0")])
     claim["status"] = {}
     return claim
+
+
+def bound_pod(
+    *,
+    name: str = POD[0],
+    uid: str = POD[1],
+    claims: Sequence[str] = (),
+    from_templates: Mapping[str, str] | None = None,
+    namespace: str = "default",
+    node_name: str = "node-1",
+) -> dict[str, Any]:
+    """A v1 Pod scheduled to ``node_name`` whose container uses ``claims`` (ResourceClaims it
+    names in ``spec.resourceClaims``) and ``from_templates`` (pod claim name → name of the
+    claim made from its template, in ``status.resourceClaimStatuses``)."""
+    templates = dict(from_templates or {})
+    entries: list[dict[str, Any]] = [
+        {"name": f"claim-{i}", "resourceClaimName": claim} for i, claim in enumerate(claims)]
+    entries += [{"name": entry, "resourceClaimTemplateName": f"{entry}-template"}
+                for entry in templates]
+    status: dict[str, Any] = {"phase": "Pending", "qosClass": "BestEffort"}
+    if templates:
+        status["resourceClaimStatuses"] = [{"name": entry, "resourceClaimName": claim}
+                                           for entry, claim in templates.items()]
+    return {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+        "spec": {
+            "containers": [{"name": "main", "image": "registry.example/app:1.0",
+                            "resources": {"claims": [{"name": e["name"]} for e in entries]}}],
+            "nodeName": node_name,
+            "resourceClaims": entries,
+        },
+        "status": status,
+    }

@@ -2,8 +2,9 @@
 
 ``FakeApiServer`` listens on 127.0.0.1 and serves ``resource.k8s.io/v1`` (deviceclasses,
 resourceclaims with ``/status``, resourceclaimtemplates, resourceslices), core ``v1``
-nodes and pods, and ``coordination.k8s.io/v1`` leases, with discovery and ``/version``
-as kube-apiserver v1.35.6 reports them. Tests and backend authors point an ``ApiClient``
+nodes and pods (with ``/status`` and the scheduler's ``/binding``), and
+``coordination.k8s.io/v1`` leases, with discovery and ``/version`` as kube-apiserver v1.35.6
+reports them. Tests and backend authors point an ``ApiClient``
 (``api_client()``) or a kubeconfig (``write_kubeconfig()``) at it; nothing is mocked, so
 serialisation, HTTP, retries and watch parsing run the production code paths.
 

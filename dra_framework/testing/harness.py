@@ -10,6 +10,9 @@ The plugin is the production stack (``dra_framework.commands.serve.Node``), read
 the real ``kubernetes`` client from ``FakeApiServer`` over HTTP and answering over real unix
 sockets.
 ``restart`` stops and starts the plugin on the same directories, as a pod restart would.
+``claim_source`` picks the plugin's claim source as ``--claim-source`` does (default ``pods``:
+add the pod that uses a claim with ``add_pod(bound_pod(claims=[...]))`` and the claim is read
+ahead; without one, each claim is read when prepared).
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ class PluginHarness:
         boot_id: str = "00000000-0000-0000-0000-000000000001",
         rolling_update_uid: str = "",
         cdi_root: str | Path | None = None,
-        claim_cache: bool = True,
+        claim_cache: bool | None = None,
         publish: bool = True,
+        claim_source: str = "",
     ) -> None:
         self.root = Path(root)
         self.registry_dir = self.root / "plugins_registry"
@@ -73,7 +77,8 @@ class PluginHarness:
             registry_dir=str(self.registry_dir), plugins_dir=str(self.plugins_dir),
             cdi_root=str(self.cdi_root), boot_id_file=str(self.boot_id_file),
             backend_options=dict(backend_options or {}), rolling_update_uid=rolling_update_uid,
-            health_poll_interval=0.05, claim_cache=claim_cache, publish=publish,
+            health_poll_interval=0.05, claim_source=claim_source, claim_cache=claim_cache,
+            publish=publish,
         )
         self.boot_id = boot_id
         self.node: Node | None = None
@@ -132,6 +137,12 @@ class PluginHarness:
         self.api.seed(dict(obj))
         meta = obj["metadata"]
         return ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
+
+    def add_pod(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Store a Pod object (``claims.bound_pod``) in the API server, bound to its node as
+        the scheduler leaves it; returns the stored object.  The plugin's default claim source
+        reads the claims it names from then on."""
+        return self.api.seed(dict(obj))
 
     def delete_claim(self, claim: ClaimRef) -> None:
         """Delete a claim through the API as the control plane would: finalizer, then object."""

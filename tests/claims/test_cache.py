@@ -182,7 +182,9 @@ def test_forget_serves_live_until_the_claim_is_released(server: FakeApiServer,
     obj = server.seed(gpu_claim("reused"))
     c = ref(obj)
     cache = make_cache()
+    assert cache.holds(c)
     cache.forget(c)  # unprepared: the allocation may be stale from now on
+    assert not cache.holds(c)
     server.clear_requests()
     cache.get(c)
     assert len(claim_gets(server, "reused")) == 1
