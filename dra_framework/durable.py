@@ -3,7 +3,9 @@
 ``atomic_write`` writes a new temporary file in the target's directory, fsyncs it, renames it
 over the target and fsyncs the directory, so a reader (or the next start after a crash) sees the
 old bytes or the new ones, never a mix, and a written file survives a power loss once the call
-returns.  ``read_regular`` reads a file only if it is a regular file at that very path.
+returns.  ``write_file`` writes a file in place, for state that a crash may leave half written
+because nothing reads it then but the code that would remove it.  ``read_regular`` reads a file
+only if it is a regular file at that very path.
 
 State directories are trusted less than the code: something else on the node may have planted a
 symbolic link or a FIFO where a state file belongs.  Neither function ever follows a link:
@@ -73,6 +75,28 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, sync: bool = Tru
         raise
     if sync and sync_dir:
         fsync_dir(path.parent)
+
+
+def write_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Create or replace the file at ``path`` with ``data`` in place (not atomic: for state
+    that is only ever read back whole after a clean write, or thrown away), never through a
+    link: a link or other entry at ``path`` is removed first."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise
+        os.unlink(path)
+        fd = os.open(path, flags | os.O_EXCL, mode)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(errno.EINVAL, "not a regular file", str(path))
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
 
 
 def read_regular(path: Path) -> bytes:

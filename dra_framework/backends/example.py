@@ -22,7 +22,10 @@ hardware, so it exercises every part of the backend contract:
 Options (``--backend-option example.KEY=VALUE``): ``driver_name`` (default
 ``gpu.example.com``), ``devices`` (default 8), ``prepare_delay`` seconds (default 0), ``health``
 (default true), ``seats`` (default 0), ``status`` (default false: with true, every prepared
-device reports a Ready condition and its environment as device status in the claim).
+device reports a Ready condition and its environment as device status in the claim),
+``setup_dir`` (default ``prepared/`` under the backend's state directory: where the simulated
+device setup lives; a tmpfs such as ``/run/...`` is where a real device's state would be, in the
+kernel, surviving a plugin restart but not a reboot).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any, Literal
 import attrs
 
 from ..convert import quote, structure_config, structure_options
-from ..durable import NotRegularFileError, atomic_write, read_regular
+from ..durable import NotRegularFileError, read_regular, write_file
 from ..errors import BackendError, ConfigError
 from ..hookspecs import hookimpl
 from ..models import (
@@ -68,6 +71,7 @@ class ExampleOptions:
     health: bool = True
     seats: int = 0
     status: bool = False
+    setup_dir: str = ""
 
     @devices.validator
     def _check_devices(self, _: attrs.Attribute[int], value: int) -> None:
@@ -141,13 +145,14 @@ class ExampleBackend:
         self.options = structure_options(settings.options, ExampleOptions, backend="example")
         self.node_name = settings.node_name
         self.state_dir = Path(settings.state_dir)
-        (self.state_dir / "prepared").mkdir(parents=True, exist_ok=True)
+        self.setup_dir = Path(self.options.setup_dir or self.state_dir / "prepared")
+        self.setup_dir.mkdir(parents=True, exist_ok=True)
 
     @hookimpl
     def dra_driver_info(self) -> DriverInfo:
-        # each device's setup is a file of its own: claims of one call may prepare at once
-        return DriverInfo(driver_name=self.options.driver_name, cdi_class="gpu",
-                          concurrent_prepare=True)
+        # concurrent_prepare stays off: a prepare here is a few microseconds of Python, which
+        # threads would only make slower (it pays for devices that take long to set up)
+        return DriverInfo(driver_name=self.options.driver_name, cdi_class="gpu")
 
     @hookimpl
     def dra_inventory(self) -> Sequence[Device]:
@@ -198,7 +203,7 @@ class ExampleBackend:
             int(index) < self.options.devices)
 
     def _marker(self, device: str) -> Path:
-        return self.state_dir / "prepared" / f"{device}.json"
+        return self.setup_dir / f"{device}.json"
 
     @hookimpl
     def dra_prepare_claim(
@@ -221,9 +226,10 @@ class ExampleBackend:
                 elif isinstance(cfg, GpuConfig) and cfg.sharing is not None:
                     env += [f"GPU_DEVICE_{_env_name(dev.device)}_SHARING_STRATEGY="
                             f"{cfg.sharing.strategy}"]
-            # never written through a link someone planted in the state directory
-            atomic_write(self._marker(dev.device),
-                         json.dumps({"claim": claim.uid, "env": env}).encode(), sync=False)
+            # never written through a link someone planted in the state directory; a crash
+            # mid-write is rolled back by the framework, which removes the half-written file
+            write_file(self._marker(dev.device),
+                       json.dumps({"claim": claim.uid, "env": env}).encode())
             prepared[(dev.pool, dev.device)] = PreparedDevice(
                 pool=dev.pool,
                 device=dev.device,

@@ -107,6 +107,8 @@ def _dra_servicer(pb2: ModuleType, pb2_grpc: ModuleType, *, share_id: bool) -> t
         def __init__(self, *, preparer: ClaimPreparer) -> None:
             self.preparer = preparer
             self.answering = preparer.stages["answer"]
+            self.timing_prepare = RPC_LATENCY.labels(preparer.driver, "NodePrepareResources")
+            self.timing_unprepare = RPC_LATENCY.labels(preparer.driver, "NodeUnprepareResources")
 
         def _device(self, d: Any) -> Any:
             msg = pb2.Device(request_names=list(d.request_names), pool_name=d.pool,
@@ -124,7 +126,7 @@ def _dra_servicer(pb2: ModuleType, pb2_grpc: ModuleType, *, share_id: bool) -> t
         def NodePrepareResources(  # noqa: N802
             self, request: Any, context: grpc.ServicerContext
         ) -> Any:
-            with RPC_LATENCY.labels(self.preparer.driver, "NodePrepareResources").time():
+            with self.timing_prepare.time():
                 claims = _claims(request)
                 try:
                     results = self.preparer.prepare(claims, deadline=_deadline(context))
@@ -139,7 +141,7 @@ def _dra_servicer(pb2: ModuleType, pb2_grpc: ModuleType, *, share_id: bool) -> t
         def NodeUnprepareResources(  # noqa: N802
             self, request: Any, context: grpc.ServicerContext
         ) -> Any:
-            with RPC_LATENCY.labels(self.preparer.driver, "NodeUnprepareResources").time():
+            with self.timing_unprepare.time():
                 claims = _claims(request)
                 try:
                     results = self.preparer.unprepare(claims, deadline=_deadline(context))

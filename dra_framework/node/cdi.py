@@ -300,23 +300,31 @@ class CdiSpecStore:
         return [f"{self.kind}={name}" for name in names]
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        os.makedirs(self.root, mode=0o755, exist_ok=True)
-        fd, tmp = self._create_temp()
         try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o644)
-                f.write(data)
+            fd, tmp = self._create_temp()
+        except FileNotFoundError:  # the directory is made at the first write (or again)
+            os.makedirs(self.root, mode=0o755, exist_ok=True)
+            fd, tmp = self._create_temp()
+        try:
+            try:
+                os.fchmod(fd, 0o644)  # whatever the umask: runtimes read it as another user
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
 
-    def _create_temp(self) -> tuple[int, Path]:
+    def _create_temp(self) -> tuple[int, str]:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for _ in range(100):
-            tmp = self.root / f"{self._tmp_prefix}{secrets.token_hex(8)}.tmp"
+            tmp = f"{self.root}/{self._tmp_prefix}{secrets.token_hex(8)}.tmp"
             try:
-                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), tmp
+                return os.open(tmp, flags, 0o644), tmp
             except FileExistsError:
                 continue
         raise FileExistsError(f"no free temp file name in {self.root}")  # pragma: no cover

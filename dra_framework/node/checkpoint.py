@@ -4,19 +4,22 @@ The kubelet never re-sends NodePrepareResources for a running pod, so what a plu
 survive plugin restarts, and what a crash interrupted must be undone.  This module owns that
 state; it knows nothing of gRPC, the API server or backends.
 
-``<state dir>/checkpoint.db`` (SQLite, write-ahead log) holds three tables: ``meta`` (format
-version, boot id), ``claims`` (one ``ClaimRecord`` per claim, as checksummed canonical JSON) and
-``held`` (which claim holds each exclusively prepared device: an index derived from the records,
-rebuilt at every start, written in the same transaction as the record it indexes).  One file,
-opened once, written in transactions: a prepare costs a few row writes instead of file creates
-and renames, a batch of claims can be one transaction (``batch``), and nothing in the state
-directory is ever opened by a name a writer could have replaced with a link.
+``<state dir>/checkpoint-<boot>.db`` (SQLite, write-ahead log; ``<boot>`` names the node's boot)
+holds three tables: ``meta`` (format version, boot id), ``claims`` (one ``ClaimRecord`` per
+claim, as checksummed canonical JSON) and ``held`` (which claim holds each exclusively prepared
+device: an index derived from the records, rebuilt at every start, written in the same
+transaction as the record it indexes). One file, opened once, written in transactions: a prepare
+costs a few row writes instead of file creates and renames, a batch of claims can be one
+transaction (``batch``), and nothing in the state directory is ever opened by a name a writer
+could have replaced with a link.
 
 Durability is spent where it buys something, and here it buys nothing beyond the process: the
-database runs with ``synchronous=NORMAL``, so a committed transaction is in the log (the kernel's
+database runs with ``synchronous=OFF``, so a committed transaction is in the log (the kernel's
 page cache) before the call returns and survives any crash of the *process*, while a crash of
-the *machine* reboots the node, after which the boot-id check discards all state anyway (the
-devices and CDI specs it describes are gone).  No fsync is on the prepare path.
+the *machine* reboots the node, and the state of an earlier boot is never read again: the
+database is named after the boot, and the files of other boots are deleted at ``open`` (the
+devices and CDI specs they described are gone; a database a power loss left half written is
+thrown away with them).  Nothing is fsynced.
 
 Hostile or unlucky state:
 
@@ -70,7 +73,19 @@ API_VERSION = "checkpoint.dra-framework.io/v2"
 LEGACY_API_VERSION = "checkpoint.dra-framework.io/v1"
 """The one-file-per-claim format of earlier releases, imported at ``open``."""
 
-DB_NAME = "checkpoint.db"
+DB_PREFIX = "checkpoint-"
+DB_SUFFIXES = ("", "-wal", "-shm")
+
+
+def database_name(boot_id: str) -> str:
+    """``checkpoint-<first 16 hex digits of SHA-256 of the boot id>.db``."""
+    return f"{DB_PREFIX}{hashlib.sha256(boot_id.encode()).hexdigest()[:16]}.db"
+
+
+def database_path(directory: str | os.PathLike[str]) -> Path | None:
+    """The database of the latest boot under ``directory``, if any (for tools and tests)."""
+    found = sorted(Path(directory).glob(f"{DB_PREFIX}*.db"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +190,7 @@ class Checkpoint:
 
     def __init__(self, *, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self.path = self.directory / DB_NAME
+        self.path = self.directory / database_name("")  # named after the boot by ``open``
         self.corrupt_dir = self.directory / "corrupt"
         self._db: sqlite3.Connection | None = None
         self._lock = threading.RLock()
@@ -191,21 +206,23 @@ class Checkpoint:
         are returned for roll-back with the ones a crash interrupted.
         """
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.directory / database_name(boot_id)
+        earlier = [p for p in self.directory.glob(f"{DB_PREFIX}*.db*")
+                   if not p.name.startswith(self.path.name)]
+        for stale in earlier:  # databases of earlier boots: what they describe is gone
+            stale.unlink()
         corrupt: list[str] = []
         self._db = self._connect(corrupt)
         legacy = _LegacyTree(self.directory)
+        legacy_boot = legacy.boot_id() if legacy.present() else None
+        rebooted = any(p.name.endswith(".db") for p in earlier) or (
+            legacy_boot is not None and legacy_boot != boot_id)
+        if rebooted:
+            log.warning("node rebooted since the checkpoint was written; discarding prepared "
+                        "claims", extra={"boot_id": boot_id})
         with self.batch():
-            stored_boot = self._meta("bootID")
-            if stored_boot is None and legacy.present():
-                stored_boot = legacy.boot_id()
-                if stored_boot == boot_id:
-                    corrupt += self._import(legacy)
-            rebooted = stored_boot is not None and stored_boot != boot_id
-            if rebooted:
-                log.warning(
-                    "node rebooted since the checkpoint was written; discarding prepared claims",
-                    extra={"stored_boot_id": stored_boot, "boot_id": boot_id})
-                self._execute("DELETE FROM claims")
+            if legacy_boot == boot_id:
+                corrupt += self._import(legacy)
             self._execute("INSERT OR REPLACE INTO meta VALUES ('bootID', ?)", (boot_id,))
             prepared: list[ClaimRecord] = []
             interrupted: list[ClaimRecord] = []
@@ -237,7 +254,7 @@ class Checkpoint:
                                  timeout=5.0)
             try:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA synchronous=OFF")
                 if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                     raise sqlite3.DatabaseError("the integrity check failed")
                 db.executescript(_SCHEMA)
@@ -258,8 +275,8 @@ class Checkpoint:
 
     def _set_aside_database(self, reason: str) -> str:
         self.corrupt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        target = self.corrupt_dir / f"{DB_NAME}.{time.time_ns()}"
-        for suffix in ("", "-wal", "-shm"):
+        target = self.corrupt_dir / f"{self.path.name}.{time.time_ns()}"
+        for suffix in DB_SUFFIXES:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
         log.error("the checkpoint database is unusable; moved aside, starting a new one",
@@ -322,10 +339,6 @@ class Checkpoint:
                 raise
             self._in_batch = False
             self._execute("COMMIT")
-
-    def _meta(self, key: str) -> str | None:
-        row = self._one("SELECT value FROM meta WHERE key=?", (key,))
-        return None if row is None else str(row[0])
 
     # -- records ----------------------------------------------------------------------------
 
@@ -415,8 +428,8 @@ class Checkpoint:
 def recorded_phases(directory: str | os.PathLike[str]) -> dict[str, str]:
     """Claim UID → phase of every record under ``directory``, read without changing anything
     (for tools and tests; a plugin may be running on it)."""
-    path = Path(directory) / DB_NAME
-    if not path.exists():
+    path = database_path(directory)
+    if path is None:
         return {}
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -486,7 +499,7 @@ class _LegacyTree:
     def retire(self) -> None:
         """Remove the tree, leaving a file where ``claims/`` was (see the module docstring)."""
         shutil.rmtree(self.claims_dir)
-        self.claims_dir.write_text(f"the claim records moved to {DB_NAME}\n")
+        self.claims_dir.write_text("the claim records moved to the checkpoint database\n")
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.devices_dir)
         with contextlib.suppress(FileNotFoundError):

@@ -27,6 +27,12 @@ class ClaimSource(Protocol):
         """
         ...
 
+    def lookup(self, claim: ClaimRef) -> Mapping[str, Any] | None:
+        """The claim if the source holds it in memory (what ``get`` would answer without any
+        I/O), else None.  It never blocks: the preparer asks it inline, and reads what it does
+        not hold with ``get`` on threads of its own."""
+        ...
+
 
 class ClaimObserver(Protocol):
     """Hears of every claim prepared or unprepared; must neither block nor raise."""

@@ -37,6 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -161,6 +162,8 @@ class ClaimPreparer:
         self._observer = observer
         self._fetch_workers = fetch_workers
         self._calls = CallGate()
+        self._backend_pool: ThreadPoolExecutor | None = None
+        self._counted: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.stages = {name: PREPARE_STAGES.labels(self.driver, name) for name in STAGES}
 
     # -- start-up and shutdown --------------------------------------------------------------
@@ -202,6 +205,8 @@ class ClaimPreparer:
                         extra={"driver": self.driver, "calls": active})
 
         self._calls.close(waiting=waiting)
+        if self._backend_pool is not None:
+            self._backend_pool.shutdown(wait=True)
         self.checkpoint.close()
         self.lock.close()
 
@@ -238,13 +243,18 @@ class ClaimPreparer:
                 self._done("prepare", claim, started, outcome="already-prepared")
             else:
                 to_fetch.append(claim)
-        # API reads run concurrently, never under the lock; one read alone runs right here.
+        # Claims the source holds in memory are decoded right here; the others are read
+        # concurrently, never under the lock (one read alone runs right here).
+        held = {c.uid: self._held(c) for c in to_fetch}
+        missing = [c for c in to_fetch if held[c.uid] is None]
         reserve = min(REPLY_RESERVE, (deadline - time.monotonic()) / 5)
-        reads = start_reads(to_fetch, self._read, until=deadline - reserve,
-                            workers=self._fetch_workers, name=f"read-{self.driver}")
+        reads = dict(zip((c.uid for c in missing), start_reads(
+            missing, self._read, until=deadline - reserve, workers=self._fetch_workers,
+            name=f"read-{self.driver}"), strict=True))
         ready: list[tuple[ClaimRef, list[AllocatedDevice]]] = []
-        for claim, read in zip(to_fetch, reads, strict=True):
-            outcome = read()
+        for claim in to_fetch:
+            known = held[claim.uid]
+            outcome = known if known is not None else reads[claim.uid]()
             if isinstance(outcome, ClaimError):
                 results[claim.uid] = self._failed("prepare", claim, outcome, started)
             else:
@@ -266,12 +276,28 @@ class ClaimPreparer:
                     results[claim.uid] = self._failed("prepare", claim, answer, started)
         return {c.uid: results[c.uid] for c in claims}
 
+    def _held(self, claim: ClaimRef) -> list[AllocatedDevice] | ClaimError | None:
+        """The decoded allocation of a claim the source holds in memory, else None."""
+        try:
+            with self.stages["read"].time():
+                obj = self._claims.lookup(claim)
+        except Exception as exc:
+            return claim_error(exc)
+        return None if obj is None else self._decode(claim, obj)
+
     def _read(self, claim: ClaimRef, timeout: float) -> list[AllocatedDevice] | ClaimError:
         """Read and decode the allocation of one claim; any failure is that claim's error."""
         try:
             with self.stages["read"].time():
                 obj = self._claims.get(claim, timeout=timeout)
-            decode = self.backend.decode_config if self.backend.accepts_config else None
+        except Exception as exc:
+            return claim_error(exc)
+        return self._decode(claim, obj)
+
+    def _decode(self, claim: ClaimRef,
+                obj: Mapping[str, Any]) -> list[AllocatedDevice] | ClaimError:
+        decode = self.backend.decode_config if self.backend.accepts_config else None
+        try:
             with self.stages["decode"].time():
                 return allocated_devices(obj, claim=claim, driver=self.driver, decode=decode)
         except Exception as exc:
@@ -384,9 +410,11 @@ class ClaimPreparer:
                     for d in record.devices)), exc)
 
         if len(todo) > 1 and self.backend.info.concurrent_prepare:
-            with ThreadPoolExecutor(max_workers=min(len(todo), self._fetch_workers),
-                                    thread_name_prefix=f"prepare-{self.driver}") as pool:
-                return list(pool.map(one, todo))
+            # one call at a time gets here (the lock is held), so one pool serves them all
+            if self._backend_pool is None:
+                self._backend_pool = ThreadPoolExecutor(
+                    max_workers=self._fetch_workers, thread_name_prefix=f"prepare-{self.driver}")
+            return list(self._backend_pool.map(one, todo))
         return [one(item) for item in todo]
 
     def _rolled_back(self, record: ClaimRecord, exc: Exception) -> ClaimError:
@@ -492,9 +520,15 @@ class ClaimPreparer:
     # -- bookkeeping ------------------------------------------------------------------------
 
     def _done(self, operation: str, claim: ClaimRef, started: float, *, outcome: str) -> None:
-        LATENCY.labels(self.driver, operation).observe(time.perf_counter() - started)
-        OPERATIONS.labels(self.driver, operation, outcome).inc()
-        log.info(f"claim {outcome}", extra=claim_extra(claim, driver=self.driver))
+        key = (operation, outcome)
+        counted = self._counted.get(key)
+        if counted is None:  # a metric's children are looked up once, not on every claim
+            counted = self._counted[key] = (LATENCY.labels(self.driver, operation),
+                                            OPERATIONS.labels(self.driver, operation, outcome))
+        counted[0].observe(time.perf_counter() - started)
+        counted[1].inc()
+        if log.isEnabledFor(logging.INFO):
+            log.info(f"claim {outcome}", extra=claim_extra(claim, driver=self.driver))
 
     def _failed(self, operation: str, claim: ClaimRef, exc: Exception,
                 started: float) -> ClaimResult:

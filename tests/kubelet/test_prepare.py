@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dra_framework.models import ClaimRef
-from dra_framework.node.checkpoint import recorded_phases
+from dra_framework.node.checkpoint import database_path, recorded_phases
 from dra_framework.testing.claims import Config, Result, allocated_claim, unallocated_claim
 from dra_framework.testing.harness import PluginHarness
 from dra_framework.testing.kubelet import KubeletClient, PluginConnection
@@ -133,7 +133,7 @@ def test_boot_id_change_discards_state(node: PluginHarness) -> None:
 def test_corrupt_state_file_is_set_aside(node: PluginHarness) -> None:
     c = claim(node, "corrupt", "gpu-0")
     node.connect().prepare([c])
-    with sqlite3.connect(node.state_dir() / "checkpoint.db") as db:
+    with sqlite3.connect(database_path(node.state_dir())) as db:
         db.execute("UPDATE claims SET body=? WHERE uid=?", ("\x00garbage", c.uid))
     node.restart()
     assert recorded_phases(node.state_dir()) == {}  # rolled back

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dra_framework.node.checkpoint import database_path
 from dra_framework.testing.fakeapi import FakeApiServer
 
 from .serveproc import ServeProcess
@@ -24,5 +25,5 @@ def test_signal_removes_sockets(signum: int, short_tmp: Path, api: FakeApiServer
     assert proc.wait() == 0
     assert not proc.reg_socket.exists() and not dra.exists()
     # the checkpoint and the slices' source of truth stay: only sockets go
-    assert (proc.plugins_dir / "gpu.example.com" / "checkpoint.db").exists()
+    assert database_path(proc.plugins_dir / "gpu.example.com") is not None
     proc.kubelet.close()

@@ -25,6 +25,9 @@ class Claims:
         self.objects[(m["namespace"], m["name"])] = obj
         return ClaimRef(namespace=m["namespace"], name=m["name"], uid=m["uid"])
 
+    def lookup(self, claim: ClaimRef) -> Mapping[str, Any] | None:
+        return None  # like a live API: every claim is read with ``get``
+
     def get(self, claim: ClaimRef, *, timeout: float | None = None) -> Mapping[str, Any]:
         self.reads += 1
         try:

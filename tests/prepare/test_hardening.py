@@ -35,7 +35,7 @@ def spec_path(env: Env, claim: ClaimRef) -> Path:
 
 def damage_record(env: Env, claim: ClaimRef, damage: Damage) -> None:
     """Change the claim's row from outside, as a disk error or another writer would."""
-    with sqlite3.connect(env.state / "checkpoint.db") as db:
+    with sqlite3.connect(env.preparer.checkpoint.path) as db:
         (body,) = db.execute("SELECT body FROM claims WHERE uid=?", (claim.uid,)).fetchone()
         db.execute("UPDATE claims SET body=? WHERE uid=?", (damage(body), claim.uid))
 
@@ -125,7 +125,7 @@ def test_a_corrupt_record_found_at_start_is_rolled_back(env: Env, damage: Damage
     damage_record(env, c, damage)
     env.restart()
     nothing_left(env, c, "gpu-0")
-    with sqlite3.connect(env.state / "checkpoint.db") as db:
+    with sqlite3.connect(env.preparer.checkpoint.path) as db:
         assert db.execute("SELECT uid FROM corrupt").fetchall() == [(c.uid,)]
 
 
@@ -222,12 +222,13 @@ def test_a_failing_state_store_fails_each_claim_on_its_own(
 def test_an_unusable_database_is_set_aside_at_start(env: Env) -> None:
     c = env.claim("a", "gpu-0")
     assert env.preparer.prepare([c])[c.uid].error == ""
+    path = env.preparer.checkpoint.path
     env.preparer.close()
     for suffix in ("-wal", "-shm"):
-        (env.state / f"checkpoint.db{suffix}").unlink(missing_ok=True)
-    (env.state / "checkpoint.db").write_bytes(b"garbage" * 1000)
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(b"garbage" * 1000)
     env.preparer = env.start()
-    assert [p.name.split(".")[0] for p in (env.state / "corrupt").iterdir()] == ["checkpoint"]
+    assert [p.name.split(".")[0] for p in (env.state / "corrupt").iterdir()] == [path.stem]
     assert not spec_path(env, c).exists()  # an orphan of a state no longer known
     other = env.claim("b", "gpu-0")
     assert env.preparer.prepare([other])[other.uid].error == ""
@@ -239,9 +240,10 @@ def test_a_link_at_the_database_path_is_refused(env: Env, tmp_path: Path) -> Non
     env.preparer.close()
     victim = tmp_path / "victim"
     victim.write_text("keep me")
+    path = env.preparer.checkpoint.path
     for suffix in ("", "-wal", "-shm"):
-        (env.state / f"checkpoint.db{suffix}").unlink(missing_ok=True)
-    (env.state / "checkpoint.db").symlink_to(victim)
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.symlink_to(victim)
     with pytest.raises(SetupError, match="not a regular file"):
         env.start()
     assert victim.read_text() == "keep me"
@@ -312,6 +314,9 @@ class SlowClaims:
         self.env = env
         self.release = threading.Event()
         self.timeouts: list[float | None] = []
+
+    def lookup(self, claim: ClaimRef) -> Mapping[str, Any] | None:
+        return None
 
     def get(self, claim: ClaimRef, *, timeout: float | None = None) -> Mapping[str, Any]:
         if claim.name.startswith("slow"):
@@ -398,8 +403,10 @@ def test_close_waits_for_the_call_in_flight_and_refuses_new_ones(
 
 def test_claims_of_one_call_prepare_at_once_when_the_backend_allows_it(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import attrs
+
     backend = env.preparer.backend
-    assert backend.info.concurrent_prepare
+    monkeypatch.setattr(backend, "_info", attrs.evolve(backend.info, concurrent_prepare=True))
     claims = [env.claim(f"c{i}", f"gpu-{i}") for i in range(4)]
     meet = threading.Barrier(4, timeout=10)  # passes only if all four run at the same time
     real_prepare = backend.prepare
@@ -415,10 +422,8 @@ def test_claims_of_one_call_prepare_at_once_when_the_backend_allows_it(
 
 def test_claims_of_one_call_prepare_one_by_one_otherwise(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    import attrs
-
     backend = env.preparer.backend
-    monkeypatch.setattr(backend, "_info", attrs.evolve(backend.info, concurrent_prepare=False))
+    assert not backend.info.concurrent_prepare  # the example backend's choice
     claims = [env.claim(f"c{i}", f"gpu-{i}") for i in range(4)]
     running, most = [0], [0]
     guard = threading.Lock()

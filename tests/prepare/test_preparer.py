@@ -159,10 +159,10 @@ def test_boot_id_change_forgets_prepared_claims(env: Env) -> None:
 def test_corrupt_state_file_does_not_stop_start(env: Env) -> None:
     c = env.claim("a", "gpu-0")
     env.preparer.prepare([c])
-    with sqlite3.connect(env.state / "checkpoint.db") as db:
+    with sqlite3.connect(env.preparer.checkpoint.path) as db:
         db.execute("UPDATE claims SET body='{\"truncated' WHERE uid=?", (c.uid,))
     env.restart()
-    with sqlite3.connect(env.state / "checkpoint.db") as db:
+    with sqlite3.connect(env.preparer.checkpoint.path) as db:
         assert db.execute("SELECT uid FROM corrupt").fetchall() == [(c.uid,)]
     assert env.preparer.checkpoint.get(c.uid) is None  # rolled back
 

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import pytest
 
-from dra_framework.node.checkpoint import recorded_phases
+from dra_framework.node.checkpoint import database_path, recorded_phases
 from dra_framework.testing.harness import PluginHarness
 from dra_framework.testing.kubelet import PluginConnection
 
@@ -39,14 +39,14 @@ class RunningNode:
         found = []
         for root in roots:
             for path in sorted(root.rglob("*")) if root.exists() else []:
-                if path.name.startswith("checkpoint.db"):
+                if path.name.startswith("checkpoint-"):
                     continue
                 if uid in path.name or (path.is_file() and not path.is_symlink()
                                         and uid.encode() in path.read_bytes()):
                     found.append(str(path))
         if uid in recorded_phases(state):
             found.append("checkpoint record")
-        db = sqlite3.connect(f"file:{state / 'checkpoint.db'}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{database_path(state)}?mode=ro", uri=True)
         try:
             if db.execute("SELECT 1 FROM held WHERE uid=?", (uid,)).fetchone():
                 found.append("checkpoint held device")

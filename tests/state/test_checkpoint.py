@@ -19,6 +19,7 @@ from dra_framework.node.checkpoint import (
     Checkpoint,
     ClaimRecord,
     RecordedDevice,
+    database_path,
 )
 
 
@@ -45,7 +46,9 @@ def store(cp: Checkpoint, *records: ClaimRecord) -> None:
 
 def sql(directory: Path, statement: str, *params: object) -> list[tuple[object, ...]]:
     """A statement from outside the plugin, as another writer or a damaged disk would."""
-    with sqlite3.connect(directory / "checkpoint.db") as db:
+    path = database_path(directory)
+    assert path is not None
+    with sqlite3.connect(path) as db:
         return db.execute(statement, params).fetchall()
 
 
@@ -134,8 +137,8 @@ def test_an_unusable_database_is_moved_aside(tmp_path: Path) -> None:
     cp.put(record())
     cp.close()
     for suffix in ("-wal", "-shm"):
-        (tmp_path / f"checkpoint.db{suffix}").unlink(missing_ok=True)
-    (tmp_path / "checkpoint.db").write_bytes(b"\x00\x01" * 4096)
+        Path(f"{cp.path}{suffix}").unlink(missing_ok=True)
+    cp.path.write_bytes(b"\x00\x01" * 4096)
     opened = Checkpoint(directory=tmp_path).open(boot_id="b")
     assert opened.prepared == () and len(opened.corrupt) == 1
     assert Path(opened.corrupt[0]).read_bytes().startswith(b"\x00\x01")
@@ -151,6 +154,8 @@ def test_boot_id_change_discards_records(tmp_path: Path) -> None:
     assert opened.rebooted
     assert opened.prepared == () and opened.interrupted == ()
     assert again.get("uid-1") is None and again.device_owner("node-1", "gpu-0") is None
+    # the earlier boot's database is gone: nothing of it is ever read again
+    assert [p.name for p in tmp_path.glob("checkpoint-*.db")] == [again.path.name]
 
 
 def test_same_boot_keeps_records_and_sorts_phases(tmp_path: Path) -> None:

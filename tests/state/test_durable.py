@@ -59,3 +59,20 @@ def test_read_regular_refuses_anything_but_a_regular_file(tmp_path: Path, kind: 
         os.mkfifo(path)  # a FIFO would block a plain read forever
     with pytest.raises(NotRegularFileError):
         read_regular(path)
+
+
+def test_write_file_replaces_a_link_instead_of_writing_through_it(tmp_path: Path) -> None:
+    from dra_framework.durable import write_file
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    target = tmp_path / "state.json"
+    target.symlink_to(victim)
+    write_file(target, b"new")
+    assert victim.read_text() == "keep me"
+    assert not target.is_symlink() and target.read_bytes() == b"new"
+    write_file(target, b"shorter")
+    assert target.read_bytes() == b"shorter"
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_file(tmp_path / "dir", b"x")
